@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from typing import Iterator
+
+from ..model import FileModel
+from ..rule import Report, Rule
+
+
+class ProviderWithoutFinally(Rule):
+    """## What it does
+    Checks for generator functions (FastAPI dependencies, `@contextmanager` and
+    `@asynccontextmanager` functions, pytest fixtures) that yield a session they created
+    without a `try`/`finally` or a `with` block around the `yield`.
+
+    ## Why is this bad?
+    Code after a bare `yield` runs only when the consumer resumes the generator normally. When
+    the request handler, the `with` body or the test raises, the exception is thrown in at the
+    `yield` and the `close()` after it never runs; a generator that is garbage collected
+    unfinished gets `GeneratorExit` there too. Every failed request then leaks one session and
+    its connection, and the pool is exhausted after a burst of errors.
+
+    ## Example
+    ```python
+    from sqlalchemy.orm import sessionmaker
+
+    SessionLocal = sessionmaker()
+
+    def get_db():
+        db = SessionLocal()
+        yield db
+        db.close()
+    ```
+
+    Use instead:
+    ```python
+    from sqlalchemy.orm import sessionmaker
+
+    SessionLocal = sessionmaker()
+
+    def get_db():
+        db = SessionLocal()
+        try:
+            yield db
+        finally:
+            db.close()
+    ```
+
+    ## References
+    - [FastAPI: dependencies with yield](https://fastapi.tiangolo.com/tutorial/dependencies/dependencies-with-yield/)
+    - [contextlib.contextmanager](https://docs.python.org/3/library/contextlib.html#contextlib.contextmanager)
+    """
+
+    code = "SES103"
+    name = "provider-without-finally"
+    message = "`yield {receiver}` is not protected by `try`/`finally` or `with`"
+    hint = "Wrap the `yield` in `try:` ... `finally: {receiver}.close()`, or yield inside `with`"
+
+    def check(self, model: FileModel) -> Iterator[Report]:
+        from .session_not_closed import receiver_text
+
+        for info, life in model.lifecycles():
+            for y in life.yields:
+                if not y.protected:
+                    receiver = y.name or receiver_text(y.node.value)
+                    yield Report(y.node, {"receiver": receiver}, info.node)

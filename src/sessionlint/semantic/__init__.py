@@ -1,0 +1,1 @@
+"""Facts about sessions, no diagnostics: names, values, ownership, flow and lifecycles."""

@@ -1,0 +1,370 @@
+"""Module facts: everything the session model needs from one file, gathered in one visitor pass.
+
+Two layers come out of the pass:
+
+* `ModuleSummary`, small and picklable: imports, module-level and class-level bindings and
+  per-function summaries, with expressions kept as source text. The project index resolves
+  names across modules from these alone, so a file's tree never has to leave its worker.
+* `FunctionInfo`, which keeps the libcst nodes for the function analyses of this file.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence, Union
+
+import libcst as cst
+
+from .values import CLOSE_METHODS
+
+FuncNode = Union[cst.FunctionDef, cst.Lambda]
+
+_EMPTY = cst.Module(body=[])
+
+
+def code(node: cst.CSTNode) -> str:
+    """Source text of a node (whitespace as written inside it)."""
+    return _EMPTY.code_for_node(node)
+
+
+def dotted(node: cst.BaseExpression) -> Optional[str]:
+    """`a.b.c` for a Name/Attribute chain, else None."""
+    parts: list[str] = []
+    while isinstance(node, cst.Attribute):
+        parts.append(node.attr.value)
+        node = node.value
+    if isinstance(node, cst.Name):
+        parts.append(node.value)
+        return ".".join(reversed(parts))
+    return None
+
+
+@dataclass
+class FunctionSummary:
+    """What callers in other modules may need to know about a function (picklable)."""
+
+    qualname: str
+    params: list[str] = field(default_factory=list)
+    # parameter name -> annotation source
+    annotations: dict[str, str] = field(default_factory=dict)
+    # local name -> source of every value assigned to it (module-level imports excluded)
+    assigns: dict[str, list[str]] = field(default_factory=dict)
+    returns: list[str] = field(default_factory=list)
+    yields: list[str] = field(default_factory=list)
+    decorators: list[str] = field(default_factory=list)
+    is_async: bool = False
+    closes_params: set[str] = field(default_factory=set)
+    stores_params: set[str] = field(default_factory=set)
+    local_imports: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_generator(self) -> bool:
+        return bool(self.yields)
+
+
+@dataclass
+class ClassSummary:
+    qualname: str
+    # attribute -> source of each value (class body assignments and `self.x = ...`)
+    attrs: dict[str, list[str]] = field(default_factory=dict)
+    # attribute -> annotation source (class-level `x: T` or `self.x = param` of an annotated param)
+    annotations: dict[str, str] = field(default_factory=dict)
+    methods: set[str] = field(default_factory=set)
+
+
+@dataclass
+class ModuleSummary:
+    name: str
+    path: str
+    is_package: bool = False
+    imports: dict[str, str] = field(default_factory=dict)
+    bindings: dict[str, list[str]] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    functions: dict[str, FunctionSummary] = field(default_factory=dict)
+    classes: dict[str, ClassSummary] = field(default_factory=dict)
+
+    @property
+    def package(self) -> str:
+        return self.name if self.is_package else self.name.rpartition(".")[0]
+
+
+@dataclass
+class FunctionInfo:
+    """A function of this file with its nodes (stays in the worker)."""
+
+    node: cst.FunctionDef
+    qualname: str
+    summary: FunctionSummary
+    class_qualname: Optional[str]  # set for methods
+    self_name: Optional[str]  # first parameter of a method
+    globals: set[str] = field(default_factory=set)
+
+
+def resolve_relative(package: str, level: int, module: Optional[str]) -> str:
+    base = package.split(".") if package else []
+    if level > 1:
+        base = base[: len(base) - (level - 1)] if level - 1 <= len(base) else []
+    parts = base + ([module] if module else [])
+    return ".".join(p for p in parts if p)
+
+
+class FactsCollector(cst.CSTVisitor):
+    """One pass over a module; fills a `ModuleSummary` and the list of `FunctionInfo`."""
+
+    def __init__(self, summary: ModuleSummary) -> None:
+        super().__init__()
+        self.summary = summary
+        self.functions: list[FunctionInfo] = []
+        # innermost last; entries are FunctionInfo or ClassSummary
+        self._stack: list[Union[FunctionInfo, ClassSummary]] = []
+
+    # ---- scopes -----------------------------------------------------------------------
+    def _qualname(self, name: str) -> str:
+        outer = [s.qualname for s in self._stack[-1:]]
+        if outer and isinstance(self._stack[-1], FunctionInfo):
+            return f"{outer[0]}.<locals>.{name}"
+        return f"{outer[0]}.{name}" if outer else name
+
+    def _function(self) -> Optional[FunctionInfo]:
+        top = self._stack[-1] if self._stack else None
+        return top if isinstance(top, FunctionInfo) else None
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        cls = ClassSummary(self._qualname(node.name.value))
+        self.summary.classes[cls.qualname] = cls
+        self._stack.append(cls)
+
+    def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
+        self._stack.pop()
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        qualname = self._qualname(node.name.value)
+        fs = FunctionSummary(qualname, is_async=node.asynchronous is not None)
+        fs.decorators = [code(d.decorator) for d in node.decorators]
+        params = node.params
+        for p in [*params.posonly_params, *params.params, *params.kwonly_params]:
+            fs.params.append(p.name.value)
+            if p.annotation is not None:
+                fs.annotations[p.name.value] = code(p.annotation.annotation)
+        for star in (params.star_arg, params.star_kwarg):
+            if isinstance(star, cst.Param):
+                fs.params.append(star.name.value)
+        parent = self._stack[-1] if self._stack else None
+        cls = parent if isinstance(parent, ClassSummary) else None
+        if cls is not None:
+            cls.methods.add(node.name.value)
+        is_static = any(dotted(d.decorator) == "staticmethod" for d in node.decorators)
+        self_name = fs.params[0] if cls is not None and fs.params and not is_static else None
+        info = FunctionInfo(node, qualname, fs, cls.qualname if cls else None, self_name)
+        if cls is None or parent is None or isinstance(parent, ClassSummary):
+            pass
+        self.summary.functions[qualname] = fs
+        self.functions.append(info)
+        self._stack.append(info)
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        self._stack.pop()
+
+    def _method_class(self) -> Optional[tuple[FunctionInfo, ClassSummary]]:
+        """The enclosing method and its class, when directly inside a method."""
+        fn = self._function()
+        if fn is None or fn.class_qualname is None or fn.self_name is None:
+            return None
+        return fn, self.summary.classes[fn.class_qualname]
+
+    # ---- imports ----------------------------------------------------------------------
+    def _import_table(self) -> dict[str, str]:
+        fn = self._function()
+        return fn.summary.local_imports if fn is not None else self.summary.imports
+
+    def visit_Import(self, node: cst.Import) -> None:
+        table = self._import_table()
+        for alias in node.names:
+            full = dotted(alias.name)
+            if full is None:
+                continue
+            if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+                table[alias.asname.name.value] = full
+            else:
+                head = full.split(".")[0]
+                table[head] = head
+
+    def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
+        if isinstance(node.names, cst.ImportStar):
+            return
+        module = dotted(node.module) if node.module is not None else None
+        level = len(node.relative)
+        base = resolve_relative(self.summary.package, level, module) if level else (module or "")
+        table = self._import_table()
+        for alias in node.names:
+            name = dotted(alias.name)
+            if name is None:
+                continue
+            local = name
+            if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+                local = alias.asname.name.value
+            table[local] = f"{base}.{name}" if base else name
+
+    # ---- bindings ---------------------------------------------------------------------
+    def visit_Global(self, node: cst.Global) -> None:
+        fn = self._function()
+        if fn is not None:
+            fn.globals.update(n.name.value for n in node.names)
+
+    def _bind(self, target: cst.BaseExpression, value: Optional[cst.BaseExpression],
+              annotation: Optional[cst.Annotation] = None) -> None:
+        top = self._stack[-1] if self._stack else None
+        if isinstance(target, cst.Name):
+            name = target.value
+            fn = self._function()
+            if top is None or (fn is not None and name in fn.globals):
+                if value is not None:
+                    self.summary.bindings.setdefault(name, []).append(code(value))
+                if annotation is not None:
+                    self.summary.annotations[name] = code(annotation.annotation)
+            elif isinstance(top, ClassSummary):
+                if value is not None:
+                    top.attrs.setdefault(name, []).append(code(value))
+                if annotation is not None:
+                    top.annotations[name] = code(annotation.annotation)
+            if fn is not None and value is not None:
+                fn.summary.assigns.setdefault(name, []).append(code(value))
+        elif isinstance(target, cst.Attribute) and isinstance(target.value, cst.Name):
+            mc = self._method_class()
+            if mc is not None and target.value.value == mc[0].self_name:
+                fn, cls = mc
+                attr = target.attr.value
+                if isinstance(value, cst.Name) and value.value in fn.summary.annotations:
+                    cls.annotations.setdefault(attr, fn.summary.annotations[value.value])
+                elif value is not None:
+                    cls.attrs.setdefault(attr, []).append(code(value))
+                if annotation is not None:
+                    cls.annotations[attr] = code(annotation.annotation)
+            self._note_store(value)
+        elif isinstance(target, (cst.Subscript, cst.Attribute)):
+            self._note_store(value)
+        elif isinstance(target, (cst.Tuple, cst.List)):
+            for el in target.elements:
+                self._bind(el.value, None)
+
+    def _note_store(self, value: Optional[cst.BaseExpression]) -> None:
+        fn = self._function()
+        if fn is None or value is None:
+            return
+        for name in value_names(value):
+            if name in fn.summary.params:
+                fn.summary.stores_params.add(name)
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        for t in node.targets:
+            self._bind(t.target, node.value)
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        self._bind(node.target, node.value, node.annotation)
+
+    def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
+        self._bind(node.target, node.value)
+
+    # ---- function effects -------------------------------------------------------------
+    def visit_Return(self, node: cst.Return) -> None:
+        fn = self._function()
+        if fn is not None and node.value is not None:
+            fn.summary.returns.append(code(node.value))
+
+    def visit_Yield(self, node: cst.Yield) -> None:
+        fn = self._function()
+        if fn is not None:
+            value = node.value
+            fn.summary.yields.append(code(value) if isinstance(value, cst.BaseExpression) else "None")
+
+    def visit_Attribute(self, node: cst.Attribute) -> None:
+        fn = self._function()
+        if fn is None or node.attr.value not in CLOSE_METHODS or not isinstance(node.value, cst.Name):
+            return
+        if node.value.value in fn.summary.params:
+            fn.summary.closes_params.add(node.value.value)
+
+    def visit_Call(self, node: cst.Call) -> None:
+        fn = self._function()
+        if fn is None or not isinstance(node.func, cst.Attribute):
+            return
+        if node.func.attr.value in STORE_METHODS:
+            for arg in node.args:
+                self._note_store(arg.value)
+
+
+# Methods of containers (and registries) that keep a reference to their argument.
+STORE_METHODS = frozenset(
+    {"append", "appendleft", "extend", "insert", "add", "put", "put_nowait", "setdefault",
+     "update", "push", "register", "__setitem__"}
+)
+
+
+def value_names(expr: cst.BaseExpression) -> set[str]:
+    """Names whose value (not an attribute of it) flows into `expr`.
+
+    `Repo(s)`, `[s, t]`, `(s,)`, `x or s` and a lambda mentioning `s` all carry `s`;
+    `s.query(User)` and `s.bind` do not: they use the session rather than hand it on.
+    """
+    out: set[str] = set()
+    _collect_value_names(expr, out)
+    return out
+
+
+def _collect_value_names(node: cst.CSTNode, out: set[str]) -> None:
+    if isinstance(node, cst.Name):
+        out.add(node.value)
+        return
+    if isinstance(node, cst.Attribute):
+        # the receiver's value is not handed on, but a call inside it may hand things on
+        inner = node.value
+        while isinstance(inner, cst.Attribute):
+            inner = inner.value
+        if not isinstance(inner, cst.Name):
+            _collect_value_names(inner, out)
+        return
+    if isinstance(node, cst.Call):
+        _collect_value_names(node.func, out)
+        for arg in node.args:
+            _collect_value_names(arg.value, out)
+        return
+    if isinstance(node, cst.Lambda):
+        out.update(n.value for n in _all_names(node.body))
+        return
+    if isinstance(node, cst.Subscript):
+        _collect_value_names(node.value, out)
+        return
+    if isinstance(node, (cst.Comparison, cst.SimpleString, cst.Integer, cst.Float)):
+        return
+    for child in node.children:
+        _collect_value_names(child, out)
+
+
+def _all_names(node: cst.CSTNode) -> list[cst.Name]:
+    found: list[cst.Name] = []
+    stack: list[cst.CSTNode] = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, cst.Name):
+            found.append(n)
+        else:
+            stack.extend(n.children)
+    return found
+
+
+def all_names(node: cst.CSTNode) -> set[str]:
+    return {n.value for n in _all_names(node)}
+
+
+def collect(module: cst.Module, name: str, path: str, is_package: bool) -> tuple[ModuleSummary, list[FunctionInfo]]:
+    summary = ModuleSummary(name=name, path=path, is_package=is_package)
+    collector = FactsCollector(summary)
+    module.visit(collector)
+    return summary, collector.functions
+
+
+def body_statements(body: Union[cst.BaseSuite, Sequence[cst.BaseStatement]]) -> Sequence[cst.BaseStatement]:
+    if isinstance(body, cst.IndentedBlock):
+        return body.body
+    if isinstance(body, cst.SimpleStatementSuite):
+        return [cst.SimpleStatementLine(body=body.body)]
+    return body  # type: ignore[return-value]

@@ -1,0 +1,360 @@
+"""The project index: resolves what a name or expression is, across the modules of a run.
+
+It holds only `ModuleSummary` objects (source text of bindings, no trees), so it can be built
+from summaries computed in worker processes. Evaluation is lazy and memoised per
+(module, scope, name); a name met again while it is being resolved (an import cycle, a
+self-referencing assignment) resolves to unknown, which is the conservative answer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional
+
+import libcst as cst
+
+from .facts import ClassSummary, FunctionSummary, ModuleSummary, dotted
+from .values import ANNOTATIONS, CATALOGUE, Kind, Own, Value, connection, session
+
+_IN_PROGRESS = object()
+
+# A live function's own name resolution: (is the name local?, its value)
+LocalLookup = Callable[[str], "tuple[bool, Optional[Value]]"]
+
+# Decorators after which a function hands out the same object on every call.
+_CACHING_DECORATORS = frozenset(
+    {"cache", "lru_cache", "cached_property", "property", "functools.cache",
+     "functools.lru_cache", "functools.cached_property"}
+)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where an expression is evaluated: a module, optionally a function of it."""
+
+    module: str
+    function: Optional[str] = None  # qualname of the function
+    class_qualname: Optional[str] = None
+    self_name: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The project's own session vocabulary from configuration (dotted names)."""
+
+    factories: tuple[str, ...] = ()
+    providers: tuple[str, ...] = ()
+    closers: tuple[str, ...] = ()
+
+
+def _parse(text: str) -> Optional[cst.BaseExpression]:
+    try:
+        return cst.parse_expression(text)
+    except Exception:  # a summary holds text that parsed once; never fail resolution on it
+        return None
+
+
+def merge(values: Iterable[Optional[Value]]) -> Optional[Value]:
+    """The one value all known candidates agree on, else unknown."""
+    known = {v for v in values if v is not None}
+    return known.pop() if len(known) == 1 else None
+
+
+class ProjectIndex:
+    def __init__(self, summaries: Iterable[ModuleSummary], vocabulary: Vocabulary = Vocabulary()) -> None:
+        self.modules: dict[str, ModuleSummary] = {}
+        for s in summaries:
+            # two files claiming one module name (scripts in different folders): keep the first
+            self.modules.setdefault(s.name, s)
+        self.extra: dict[str, Value] = {}
+        for name in vocabulary.factories:
+            self.extra[_norm(name)] = Value(Kind.FACTORY)
+        for name in vocabulary.providers:
+            self.extra[_norm(name)] = Value(Kind.PROVIDER, produces=session(False, Own.MANAGED))
+        for name in vocabulary.closers:
+            self.extra[_norm(name)] = Value(Kind.CLOSER)
+        self._memo: dict[tuple[object, ...], object] = {}
+        self._parsed: dict[str, Optional[cst.BaseExpression]] = {}
+
+    # ---- lookups by dotted name -------------------------------------------------------
+    def dotted_value(self, name: str) -> Optional[Value]:
+        hit = self.extra.get(name) or CATALOGUE.get(name)
+        if hit is not None:
+            return hit
+        parts = name.split(".")
+        for i in range(len(parts), 0, -1):
+            mod = ".".join(parts[:i])
+            if mod in self.modules:
+                if i == len(parts):
+                    return Value(Kind.MODULE, ref=mod)
+                value = self.lookup(parts[i], Scope(mod))
+                for attr in parts[i + 1:]:
+                    if value is None:
+                        return None
+                    value = self.attribute(value, attr)
+                return value
+        return Value(Kind.MODULE, ref=name)
+
+    def function_summary(self, ref: str) -> Optional[FunctionSummary]:
+        mod, _, qual = ref.partition(":")
+        m = self.modules.get(mod)
+        return m.functions.get(qual) if m else None
+
+    # ---- names ------------------------------------------------------------------------
+    def lookup(self, name: str, scope: Scope) -> Optional[Value]:
+        key = ("name", scope, name)
+        memo = self._memo.get(key)
+        if memo is _IN_PROGRESS:
+            return None
+        if key in self._memo:
+            return memo  # type: ignore[return-value]
+        self._memo[key] = _IN_PROGRESS
+        value = self._lookup(name, scope)
+        self._memo[key] = value
+        return value
+
+    def _lookup(self, name: str, scope: Scope) -> Optional[Value]:
+        module = self.modules.get(scope.module)
+        if module is None:
+            return None
+        if scope.function is not None:
+            fs = module.functions.get(scope.function)
+            if fs is not None:
+                if name == scope.self_name and scope.class_qualname:
+                    return Value(Kind.INSTANCE, ref=f"{scope.module}:{scope.class_qualname}")
+                if name in fs.params:
+                    ann = fs.annotations.get(name)
+                    return self.annotation_text(ann, Scope(scope.module)) if ann else None
+                if name in fs.local_imports:
+                    return self.dotted_value(fs.local_imports[name])
+                if name in fs.assigns:
+                    return merge(self.eval_text(t, scope) for t in fs.assigns[name])
+                outer = scope.function.rpartition(".<locals>.")[0]
+                if outer:
+                    return self.lookup(name, Scope(scope.module, outer))
+        mscope = Scope(scope.module)
+        candidates: list[Optional[Value]] = []
+        if name in module.bindings:
+            candidates.extend(self.eval_text(t, mscope) for t in module.bindings[name])
+        if name in module.annotations:
+            candidates.append(self.annotation_text(module.annotations[name], mscope))
+        if name in module.functions:
+            candidates.append(self.function_value(scope.module, name))
+        if name in module.classes:
+            candidates.append(Value(Kind.CLASS, ref=f"{scope.module}:{name}"))
+        if name in module.imports:
+            candidates.append(self.dotted_value(module.imports[name]))
+        return merge(candidates)
+
+    # ---- functions and classes --------------------------------------------------------
+    def function_value(self, module: str, qualname: str, class_qualname: Optional[str] = None) -> Optional[Value]:
+        key = ("func", module, qualname)
+        memo = self._memo.get(key)
+        if memo is _IN_PROGRESS:
+            return None
+        if key in self._memo:
+            return memo  # type: ignore[return-value]
+        self._memo[key] = _IN_PROGRESS
+        value = self._function_value(module, qualname, class_qualname)
+        self._memo[key] = value
+        return value
+
+    def _function_value(self, module: str, qualname: str, class_qualname: Optional[str]) -> Optional[Value]:
+        fs = self.modules[module].functions.get(qualname)
+        ref = f"{module}:{qualname}"
+        if fs is None:
+            return None
+        self_name = fs.params[0] if class_qualname and fs.params else None
+        scope = Scope(module, qualname, class_qualname, self_name)
+        produced: Optional[Value]
+        if fs.is_generator:
+            produced = merge(self.eval_text(t, scope) for t in fs.yields if t != "None")
+            if produced is not None and produced.is_session_like:
+                return Value(Kind.PROVIDER, produced.is_async, ref=ref,
+                             produces=produced.with_own(Own.MANAGED))
+            return Value(Kind.FUNCTION, ref=ref)
+        produced = merge(self.eval_text(t, scope) for t in fs.returns if t != "None")
+        if produced is not None and produced.is_session_like:
+            if any(d.split("(")[0] in _CACHING_DECORATORS for d in fs.decorators):
+                produced = produced.with_own(Own.SCOPED)
+            elif produced.own is Own.MANAGED:
+                produced = None  # returns a context manager's session: not ours to judge
+            if produced is not None:
+                return Value(Kind.SESSION_FUNCTION, produced.is_async, ref=ref, produces=produced)
+        return Value(Kind.FUNCTION, ref=ref)
+
+    def class_attribute(self, ref: str, attr: str, instance: bool) -> Optional[Value]:
+        mod, _, qual = ref.partition(":")
+        module = self.modules.get(mod)
+        cls: Optional[ClassSummary] = module.classes.get(qual) if module else None
+        if module is None or cls is None:
+            return None
+        mscope = Scope(mod)
+        if attr in cls.methods:
+            return self.function_value(mod, f"{qual}.{attr}", qual if instance else None)
+        candidates = [self.eval_text(t, mscope) for t in cls.attrs.get(attr, [])]
+        if attr in cls.annotations:
+            candidates.append(self.annotation_text(cls.annotations[attr], mscope))
+        value = merge(candidates)
+        if value is not None and value.is_session_like:
+            # a session held by an object belongs to whoever made the object
+            value = value.with_own(Own.BORROWED)
+        return value
+
+    # ---- expressions ------------------------------------------------------------------
+    def eval_text(self, text: str, scope: Scope) -> Optional[Value]:
+        if text not in self._parsed:
+            self._parsed[text] = _parse(text)
+        node = self._parsed[text]
+        return self.eval(node, scope) if node is not None else None
+
+    def eval(self, node: cst.BaseExpression, scope: Scope,
+             local: Optional[LocalLookup] = None) -> Optional[Value]:
+        """Evaluate an expression; `local` overrides name lookup inside a live function."""
+        if isinstance(node, cst.Name):
+            if local is not None:
+                found, value = local(node.value)
+                if found:
+                    return value
+            return self.lookup(node.value, scope)
+        if isinstance(node, cst.Attribute):
+            base = self.eval(node.value, scope, local)
+            return self.attribute(base, node.attr.value) if base is not None else None
+        if isinstance(node, cst.Call):
+            func = self.eval(node.func, scope, local)
+            return self.call(func, node, scope, local) if func is not None else None
+        if isinstance(node, cst.Await):
+            return self.eval(node.expression, scope, local)
+        return None
+
+    def attribute(self, base: Value, attr: str) -> Optional[Value]:
+        kind = base.kind
+        if kind is Kind.MODULE:
+            return self.dotted_value(f"{base.ref}.{attr}")
+        if kind in (Kind.CLASS, Kind.INSTANCE):
+            return self.class_attribute(base.ref, attr, kind is Kind.INSTANCE)
+        if kind is Kind.FSA:
+            if attr == "session":
+                return Value(Kind.REGISTRY, own=Own.SCOPED)
+            if attr == "engine":
+                return Value(Kind.ENGINE)
+            return None
+        if kind is Kind.FACTORY and attr == "begin":
+            return Value(Kind.FACTORY_BEGIN, base.is_async)
+        if kind in (Kind.SESSION, Kind.CONNECTION, Kind.ENGINE, Kind.REGISTRY):
+            if kind is Kind.SESSION and attr == "bind":
+                return Value(Kind.ENGINE, base.is_async)
+            if kind is Kind.CONNECTION and attr == "engine":
+                return Value(Kind.ENGINE, base.is_async)
+            return Value(Kind.METHOD, base.is_async, base.own, receiver=kind, method=attr)
+        return None
+
+    def call(self, func: Value, node: cst.Call, scope: Scope,
+             local: Optional[LocalLookup] = None) -> Optional[Value]:
+        kind, a = func.kind, func.is_async
+        if kind in (Kind.SESSION_CLASS, Kind.FACTORY):
+            return session(a, Own.OWNED)
+        if kind is Kind.FACTORY_BEGIN:
+            return session(a, Own.MANAGED)
+        if kind is Kind.FACTORY_MAKER:
+            return Value(Kind.FACTORY, a)
+        if kind is Kind.REGISTRY_MAKER:
+            return Value(Kind.REGISTRY, a, Own.SCOPED)
+        if kind is Kind.REGISTRY:
+            return session(a, Own.SCOPED)
+        if kind is Kind.ENGINE_MAKER:
+            return Value(Kind.ENGINE, a)
+        if kind is Kind.FSA_MAKER:
+            return Value(Kind.FSA)
+        if kind in (Kind.SESSION_FUNCTION,):
+            return func.produces
+        if kind is Kind.PROVIDER:
+            return func  # the context manager; `with` unwraps it
+        if kind is Kind.CLOSING:
+            return self.eval(node.args[0].value, scope, local) if node.args else None
+        if kind is Kind.CLASS:
+            return Value(Kind.INSTANCE, ref=func.ref)
+        if kind is Kind.METHOD:
+            return _method_result(func)
+        return None
+
+    # ---- annotations ------------------------------------------------------------------
+    def annotation_text(self, text: Optional[str], scope: Scope) -> Optional[Value]:
+        if not text:
+            return None
+        if text not in self._parsed:
+            self._parsed[text] = _parse(text)
+        node = self._parsed[text]
+        return self.annotation(node, scope) if node is not None else None
+
+    def annotation(self, node: cst.BaseExpression, scope: Scope, depth: int = 0) -> Optional[Value]:
+        """What a parameter annotated `node` holds: `Session`, `Optional[Session]`,
+        `Session | None`, `"Session"`, `Annotated[Session, Depends(...)]`, project aliases."""
+        if depth > 8:
+            return None
+        if isinstance(node, cst.SimpleString):
+            inner = _parse(node.evaluated_value) if isinstance(node.evaluated_value, str) else None
+            return self.annotation(inner, scope, depth + 1) if inner is not None else None
+        if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.BitOr):
+            return merge([self.annotation(node.left, scope, depth + 1),
+                          self.annotation(node.right, scope, depth + 1)])
+        if isinstance(node, cst.Subscript):
+            head = self._annotation_origin(node.value, scope)
+            elements = [e.slice.value for e in node.slice if isinstance(e.slice, cst.Index)]
+            if head in ("typing.Optional", "typing.Annotated", "typing_extensions.Annotated",
+                        "Optional", "Annotated") and elements:
+                return self.annotation(elements[0], scope, depth + 1)
+            if head in ("typing.Union", "Union"):
+                return merge(self.annotation(e, scope, depth + 1) for e in elements)
+            return None
+        origin = self._annotation_origin(node, scope)
+        if origin is None:
+            return None
+        if origin in ANNOTATIONS:
+            return ANNOTATIONS[origin]
+        # a project alias such as `SessionDep = Annotated[Session, Depends(get_db)]`
+        mod, _, name = origin.rpartition(".")
+        module = self.modules.get(mod)
+        if module is not None and name in module.bindings:
+            texts = module.bindings[name]
+            parsed = [_parse(t) for t in texts]
+            return merge(self.annotation(p, Scope(mod), depth + 1) for p in parsed if p is not None)
+        return None
+
+    def _annotation_origin(self, node: cst.BaseExpression, scope: Scope) -> Optional[str]:
+        name = dotted(node)
+        if name is None:
+            return None
+        head, _, rest = name.partition(".")
+        module = self.modules.get(scope.module)
+        origin: Optional[str] = None
+        if module is not None:
+            if head in module.imports:
+                origin = module.imports[head]
+            elif head in module.bindings or head in module.classes:
+                origin = f"{scope.module}.{head}"
+        if origin is None:
+            return name
+        return f"{origin}.{rest}" if rest else origin
+
+
+
+def _method_result(method: Value) -> Optional[Value]:
+    recv, name, a = method.receiver, method.method, method.is_async
+    if recv is Kind.ENGINE:
+        if name == "connect":
+            return connection(a, Own.OWNED)
+        if name == "begin":
+            return connection(a, Own.MANAGED)
+        return None
+    if recv is Kind.SESSION:
+        if name == "connection":
+            return connection(a, Own.BORROWED)
+        if name == "get_bind":
+            return Value(Kind.ENGINE, a)
+        return None
+    return None
+
+
+def _norm(name: str) -> str:
+    """Accept both `pkg.mod:attr` and `pkg.mod.attr` in configuration."""
+    return name.replace(":", ".")
