@@ -32,7 +32,8 @@ def render() -> str:
     parts = [HEADER]
     for r in registry.RULES:
         anchor = f"{r.code.lower()}-{r.name}"
-        parts.append(f"| [{r.code}](#{anchor}) | {r.name} | {r.message.replace('|', '\\|')} |\n")
+        message = r.message.replace("|", "\\|")
+        parts.append(f"| [{r.code}](#{anchor}) | {r.name} | {message} |\n")
     parts.append("\n")
     for r in registry.RULES:
         parts.append(rule_markdown(r, level=2))

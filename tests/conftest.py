@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"
+
+# fixtures are analysed, never imported or collected
+collect_ignore_glob = ["fixtures/*"]
+
+
+@pytest.fixture
+def run_cli():
+    """Run the CLI in-process through click; returns (exit code, stdout, stderr)."""
+    from click.testing import CliRunner
+
+    from sessionlint.cli import main
+
+    def run(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
+        runner = CliRunner()
+        import os
+
+        old = os.getcwd()
+        if cwd is not None:
+            os.chdir(cwd)
+        try:
+            result = runner.invoke(main, list(args), catch_exceptions=False)
+        finally:
+            os.chdir(old)
+        stderr = result.stderr if result.stderr_bytes is not None else ""
+        return result.exit_code, result.stdout, stderr
+
+    return run
