@@ -6,6 +6,7 @@ model. Positions are computed only for files that have something to report.
 """
 from __future__ import annotations
 
+import ast
 import io
 import os
 import re
@@ -69,12 +70,33 @@ def parse_source(display: str, data: Union[bytes, str], name: str, is_package: b
     try:
         module = cst.parse_module(text)
     except cst.ParserSyntaxError as exc:
+        # the stdlib parser points at the offending token; libcst often at the one after it
+        try:
+            ast.parse(text)
+        except SyntaxError as py_exc:
+            if py_exc.lineno:
+                return _syntax_error(display, py_exc.lineno, py_exc.offset or 1,
+                                     f"File could not be parsed: {py_exc.msg}")
+        except (ValueError, RecursionError, MemoryError):
+            pass
         message = str(exc.message).splitlines()[0] if exc.message else "invalid syntax"
         return _syntax_error(display, exc.raw_line, exc.raw_column + 1, f"File could not be parsed: {message}")
     except (RecursionError, ValueError) as exc:  # libcst's limits on very deep nesting
         return _syntax_error(display, 1, 1, f"File could not be parsed: {type(exc).__name__}")
     summary, functions = collect(module, name, display, is_package)
     return Parsed(display, text, module, summary, functions)
+
+
+def quick_syntax_check(display: str, data: bytes) -> Optional[Finding]:
+    """SES001 for a file the pre-filter skips: the stdlib parser is much faster than libcst,
+    and libcst (whose grammar may be newer than this Python's) has the last word."""
+    try:
+        ast.parse(data)
+        return None
+    except (SyntaxError, ValueError, UnicodeDecodeError, RecursionError, MemoryError):
+        pass
+    result = parse_source(display, data, "__skipped__", False)
+    return result if isinstance(result, Finding) else None
 
 
 def _vocabulary(settings: Settings) -> Vocabulary:
@@ -123,7 +145,11 @@ def load_files(files: Sequence[SourceFile], settings: Settings) -> tuple[list[Pa
             result = parse_source(f.display, data, *module_name(f.path))
             (parsed if isinstance(result, Parsed) else broken).append(result)  # type: ignore[arg-type]
         else:
-            waiting.append((f, data))
+            problem = quick_syntax_check(f.display, data)
+            if problem is not None:
+                broken.append(problem)
+            else:
+                waiting.append((f, data))
     # files that only use the project's own session names (imported from a module parsed above)
     vocab = _vocabulary(settings)
     while waiting:

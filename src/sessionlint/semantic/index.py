@@ -252,6 +252,9 @@ class ProjectIndex:
              local: Optional[LocalLookup] = None) -> Optional[Value]:
         kind, a = func.kind, func.is_async
         if kind in (Kind.SESSION_CLASS, Kind.FACTORY):
+            if self._bound_to_connection(kind, node, scope, local):
+                # joins a connection somebody else owns (Alembic's, a test's outer transaction)
+                return session(a, Own.BORROWED)
             return session(a, Own.OWNED)
         if kind is Kind.FACTORY_BEGIN:
             return session(a, Own.MANAGED)
@@ -276,6 +279,16 @@ class ProjectIndex:
         if kind is Kind.METHOD:
             return _method_result(func)
         return None
+
+    def _bound_to_connection(self, kind: Kind, node: cst.Call, scope: Scope,
+                             local: Optional[LocalLookup]) -> bool:
+        for i, arg in enumerate(node.args):
+            is_bind = (arg.keyword is not None and arg.keyword.value == "bind") or \
+                (arg.keyword is None and not arg.star and i == 0 and kind is Kind.SESSION_CLASS)
+            if is_bind:
+                v = self.eval(arg.value, scope, local)
+                return v is not None and v.kind is Kind.CONNECTION
+        return False
 
     # ---- annotations ------------------------------------------------------------------
     def annotation_text(self, text: Optional[str], scope: Scope) -> Optional[Value]:

@@ -52,7 +52,7 @@ class Resource:
 @dataclass
 class Bind:
     name: str
-    how: str  # "new" | "alias" | "none" | "const" | "other"
+    how: str  # "new" | "alias" | "holder" | "none" | "const" | "other"
     resource: int = -1
     names: frozenset[str] = frozenset()
     const: object = None
@@ -175,7 +175,7 @@ class _FunctionFacts:
             return eff
         if isinstance(ast, (cst.FunctionDef, cst.ClassDef)):
             self._scan_closes(ast, eff)
-            eff.binds.append(Bind(ast.name.value, "alias", names=frozenset(all_names(ast.body))))
+            eff.binds.append(Bind(ast.name.value, "holder", names=frozenset(all_names(ast.body))))
             return eff
         self._scan_expr(ast, eff)
         if isinstance(ast, cst.Return) and ast.value is not None:
@@ -202,7 +202,7 @@ class _FunctionFacts:
                 if target.value in self.escape_names:
                     eff.escapes |= value_names(value)
                 elif isinstance(ast, cst.AugAssign):
-                    eff.binds.append(Bind(target.value, "alias",
+                    eff.binds.append(Bind(target.value, "holder",
                                           names=frozenset(value_names(value) | {target.value})))
                 else:
                     eff.binds.append(self._bind_source(target.value, value))
@@ -211,7 +211,7 @@ class _FunctionFacts:
             else:
                 held = frozenset(value_names(value))
                 for name in _target_names(target):
-                    eff.binds.append(Bind(name, "alias", names=held))
+                    eff.binds.append(Bind(name, "holder", names=held))
 
     def _bind_source(self, name: str, value: cst.BaseExpression) -> Bind:
         rid = self.resource_of(value)
@@ -225,7 +225,9 @@ class _FunctionFacts:
         if isinstance(value, (cst.Integer, cst.SimpleString)):
             return Bind(name, "const", const=value.value)
         held = value_names(value)
-        return Bind(name, "alias", names=frozenset(held)) if held else Bind(name, "other")
+        # `repo = Repo(s)` keeps `s` reachable through `repo`, but `repo` is not `s`:
+        # its truth and None-ness say nothing about the session
+        return Bind(name, "holder", names=frozenset(held)) if held else Bind(name, "other")
 
     def _scan_closes(self, node: cst.CSTNode, eff: Effects) -> None:
         for n in _walk_all(node):
@@ -434,6 +436,7 @@ class PathState:
     status: frozenset  # (resource id, Status)
     conds: frozenset  # (condition key, bool)
     flags: frozenset  # (name, constant)
+    holders: frozenset = frozenset()  # names that hold a resource without being it
 
 
 _START = PathState(frozenset(), frozenset(), frozenset(), frozenset())
@@ -445,10 +448,12 @@ class _Mutable:
         self.status: dict[int, Status] = dict(s.status)
         self.conds: dict[str, bool] = dict(s.conds)
         self.flags: dict[str, object] = dict(s.flags)
+        self.holders: set[str] = set(s.holders)
 
     def freeze(self) -> PathState:
         return PathState(frozenset(self.env.items()), frozenset(self.status.items()),
-                         frozenset(self.conds.items()), frozenset(self.flags.items()))
+                         frozenset(self.conds.items()), frozenset(self.flags.items()),
+                         frozenset(self.holders))
 
 
 class _Analysis:
@@ -480,7 +485,7 @@ class _Analysis:
             for state in states:
                 for target, out in self._transfer(node, state):
                     if len(seen[target]) >= _MAX_STATES:
-                        out = PathState(out.env, out.status, frozenset(), frozenset())
+                        out = PathState(out.env, out.status, frozenset(), frozenset(), out.holders)
                     if out in seen[target]:
                         continue
                     seen[target].add(out)
@@ -533,7 +538,7 @@ class _Analysis:
     def _bind(self, m: _Mutable, b: Bind) -> None:
         if b.how == "new":
             new: frozenset[int] = frozenset({b.resource})
-        elif b.how == "alias":
+        elif b.how in ("alias", "holder"):
             held: set[int] = set()
             for n in b.names:
                 held |= m.env.get(n, frozenset())
@@ -556,6 +561,10 @@ class _Analysis:
             m.flags[b.name] = b.const
         else:
             m.flags.pop(b.name, None)
+        if b.how == "holder" and new:
+            m.holders.add(b.name)
+        else:
+            m.holders.discard(b.name)
         for key in [k for k in m.conds if b.name in self._names_of(k)]:
             del m.conds[key]
 
@@ -611,7 +620,7 @@ class _Analysis:
             if test.value in flags:
                 return bool(flags[test.value])
             held = dict(state.env).get(test.value)
-            if held:
+            if held and test.value not in state.holders:
                 return None if NONE in held and len(held) > 1 else NONE not in held
         if isinstance(test, cst.Comparison) and len(test.comparisons) == 1 and isinstance(test.left, cst.Name):
             comp = test.comparisons[0]
@@ -631,7 +640,7 @@ class _Analysis:
         if name in flags:
             return flags[name] is None
         held = dict(state.env).get(name)
-        if not held or (NONE in held and len(held) > 1):
+        if not held or (NONE in held and len(held) > 1) or name in state.holders:
             return None
         return NONE in held
 

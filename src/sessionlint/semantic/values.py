@@ -118,6 +118,11 @@ _register(
 )
 _register(["flask_sqlalchemy.SQLAlchemy", "flask_sqlalchemy.extension.SQLAlchemy"], Value(Kind.FSA_MAKER))
 _register(["contextlib.closing"], Value(Kind.CLOSING))
+# Alembic hands migrations the connection it owns; a session bound to it owns nothing.
+_register(["alembic.op.get_bind", "alembic.context.get_bind"],
+          Value(Kind.SESSION_FUNCTION, produces=Value(Kind.CONNECTION, own=Own.BORROWED)))
+# The transaction manager closes the sessions registered with it.
+_register(["zope.sqlalchemy.register", "zope.sqlalchemy.datamanager.register"], Value(Kind.CLOSER))
 
 # Annotation targets: a parameter annotated with one of these holds a borrowed value.
 ANNOTATIONS: dict[str, Value] = {}

@@ -1,0 +1,43 @@
+"""The flake8 plugin reports what the CLI reports, under flake8's own selection and noqa."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import FIXTURES
+from sessionlint.config import Settings
+from sessionlint.engine import check_paths
+
+SINGLE = sorted(FIXTURES.glob("*.py"))
+
+
+def _flake8(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "flake8", "--isolated", *args], capture_output=True,
+                          text=True, cwd=cwd)
+
+
+@pytest.mark.parametrize("path", SINGLE, ids=lambda p: p.name)
+def test_same_findings_as_cli(path: Path) -> None:
+    proc = _flake8("--select", "SES", "--format", "%(row)d:%(col)d:%(code)s", str(path))
+    got = sorted(tuple(line.split(":")) for line in proc.stdout.split())
+    cli = check_paths([str(path)], Settings(root=FIXTURES)).findings
+    want = sorted((str(f.line), str(f.column), f.code) for f in cli)
+    assert got == want
+
+
+def test_flake8_owns_noqa_and_select(tmp_path: Path) -> None:
+    src = "from sqlalchemy.orm import Session\n\ndef f(e):\n    s = Session(e)  # noqa: SES101\n    s.query(1)\n"
+    (tmp_path / "a.py").write_text(src)
+    assert "SES101" not in _flake8("--select", "SES", "a.py", cwd=tmp_path).stdout
+    (tmp_path / "a.py").write_text(src.replace("  # noqa: SES101", ""))
+    assert "a.py:4:9: SES101" in _flake8("--select", "SES", "a.py", cwd=tmp_path).stdout
+    assert "SES101" not in _flake8("--select", "SES", "--extend-ignore", "SES101", "a.py", cwd=tmp_path).stdout
+
+
+def test_package_import_does_not_import_flake8() -> None:
+    code = "import sys, sessionlint, sessionlint.flake8_plugin; print('flake8' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip()
+    assert out == "False"
