@@ -14,6 +14,7 @@ from typing import Callable, Optional, Sequence, Union
 import libcst as cst
 
 from .facts import dotted
+from .walk import children
 
 NEXT, TRUE, FALSE, EXC = "next", "true", "false", "exc"
 
@@ -67,7 +68,7 @@ def may_raise(node: cst.CSTNode) -> bool:
             if isinstance(n, cst.FunctionDef) and n.decorators:
                 return True
             continue
-        stack.extend(n.children)
+        stack.extend(children(n))
     return False
 
 

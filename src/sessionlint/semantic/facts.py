@@ -3,7 +3,7 @@
 Two layers come out of the pass:
 
 * `ModuleSummary`, small and picklable: imports, module-level and class-level bindings and
-  per-function summaries, with expressions kept as source text. The project index resolves
+  per-function summaries, with expressions kept in the compact form of `ir`. The project index resolves
   names across modules from these alone, so a file's tree never has to leave its worker.
 * `FunctionInfo`, which keeps the libcst nodes for the function analyses of this file.
 """
@@ -14,7 +14,9 @@ from typing import Optional, Sequence, Union
 
 import libcst as cst
 
+from .ir import IR, to_ir
 from .values import CLOSE_METHODS
+from .walk import FastVisitor, children, walk
 
 FuncNode = Union[cst.FunctionDef, cst.Lambda]
 
@@ -44,12 +46,14 @@ class FunctionSummary:
 
     qualname: str
     params: list[str] = field(default_factory=list)
-    # parameter name -> annotation source
-    annotations: dict[str, str] = field(default_factory=dict)
-    # local name -> source of every value assigned to it (module-level imports excluded)
-    assigns: dict[str, list[str]] = field(default_factory=dict)
-    returns: list[str] = field(default_factory=list)
-    yields: list[str] = field(default_factory=list)
+    # parameter name -> annotation
+    annotations: dict[str, IR] = field(default_factory=dict)
+    # local name -> every value assigned to it (module-level imports excluded)
+    assigns: dict[str, list[IR]] = field(default_factory=dict)
+    returns: list[IR] = field(default_factory=list)
+    yields: list[IR] = field(default_factory=list)
+    has_yield: bool = False
+    # dotted names of the decorators (the called name for `@lru_cache(...)`)
     decorators: list[str] = field(default_factory=list)
     is_async: bool = False
     closes_params: set[str] = field(default_factory=set)
@@ -58,16 +62,16 @@ class FunctionSummary:
 
     @property
     def is_generator(self) -> bool:
-        return bool(self.yields)
+        return self.has_yield
 
 
 @dataclass
 class ClassSummary:
     qualname: str
-    # attribute -> source of each value (class body assignments and `self.x = ...`)
-    attrs: dict[str, list[str]] = field(default_factory=dict)
-    # attribute -> annotation source (class-level `x: T` or `self.x = param` of an annotated param)
-    annotations: dict[str, str] = field(default_factory=dict)
+    # attribute -> each value (class body assignments and `self.x = ...`)
+    attrs: dict[str, list[IR]] = field(default_factory=dict)
+    # attribute -> annotation (class-level `x: T` or `self.x = param` of an annotated param)
+    annotations: dict[str, IR] = field(default_factory=dict)
     methods: set[str] = field(default_factory=set)
 
 
@@ -77,8 +81,8 @@ class ModuleSummary:
     path: str
     is_package: bool = False
     imports: dict[str, str] = field(default_factory=dict)
-    bindings: dict[str, list[str]] = field(default_factory=dict)
-    annotations: dict[str, str] = field(default_factory=dict)
+    bindings: dict[str, list[IR]] = field(default_factory=dict)
+    annotations: dict[str, IR] = field(default_factory=dict)
     functions: dict[str, FunctionSummary] = field(default_factory=dict)
     classes: dict[str, ClassSummary] = field(default_factory=dict)
 
@@ -107,11 +111,10 @@ def resolve_relative(package: str, level: int, module: Optional[str]) -> str:
     return ".".join(p for p in parts if p)
 
 
-class FactsCollector(cst.CSTVisitor):
+class FactsCollector(FastVisitor):
     """One pass over a module; fills a `ModuleSummary` and the list of `FunctionInfo`."""
 
     def __init__(self, summary: ModuleSummary) -> None:
-        super().__init__()
         self.summary = summary
         self.functions: list[FunctionInfo] = []
         # innermost last; entries are FunctionInfo or ClassSummary
@@ -139,12 +142,13 @@ class FactsCollector(cst.CSTVisitor):
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         qualname = self._qualname(node.name.value)
         fs = FunctionSummary(qualname, is_async=node.asynchronous is not None)
-        fs.decorators = [code(d.decorator) for d in node.decorators]
+        fs.decorators = [dotted(d.decorator.func if isinstance(d.decorator, cst.Call) else d.decorator) or ""
+                         for d in node.decorators]
         params = node.params
         for p in [*params.posonly_params, *params.params, *params.kwonly_params]:
             fs.params.append(p.name.value)
             if p.annotation is not None:
-                fs.annotations[p.name.value] = code(p.annotation.annotation)
+                fs.annotations[p.name.value] = to_ir(p.annotation.annotation)
         for star in (params.star_arg, params.star_kwarg):
             if isinstance(star, cst.Param):
                 fs.params.append(star.name.value)
@@ -155,8 +159,6 @@ class FactsCollector(cst.CSTVisitor):
         is_static = any(dotted(d.decorator) == "staticmethod" for d in node.decorators)
         self_name = fs.params[0] if cls is not None and fs.params and not is_static else None
         info = FunctionInfo(node, qualname, fs, cls.qualname if cls else None, self_name)
-        if cls is None or parent is None or isinstance(parent, ClassSummary):
-            pass
         self.summary.functions[qualname] = fs
         self.functions.append(info)
         self._stack.append(info)
@@ -218,16 +220,16 @@ class FactsCollector(cst.CSTVisitor):
             fn = self._function()
             if top is None or (fn is not None and name in fn.globals):
                 if value is not None:
-                    self.summary.bindings.setdefault(name, []).append(code(value))
+                    self.summary.bindings.setdefault(name, []).append(to_ir(value))
                 if annotation is not None:
-                    self.summary.annotations[name] = code(annotation.annotation)
+                    self.summary.annotations[name] = to_ir(annotation.annotation)
             elif isinstance(top, ClassSummary):
                 if value is not None:
-                    top.attrs.setdefault(name, []).append(code(value))
+                    top.attrs.setdefault(name, []).append(to_ir(value))
                 if annotation is not None:
-                    top.annotations[name] = code(annotation.annotation)
+                    top.annotations[name] = to_ir(annotation.annotation)
             if fn is not None and value is not None:
-                fn.summary.assigns.setdefault(name, []).append(code(value))
+                fn.summary.assigns.setdefault(name, []).append(to_ir(value))
         elif isinstance(target, cst.Attribute) and isinstance(target.value, cst.Name):
             mc = self._method_class()
             if mc is not None and target.value.value == mc[0].self_name:
@@ -236,9 +238,9 @@ class FactsCollector(cst.CSTVisitor):
                 if isinstance(value, cst.Name) and value.value in fn.summary.annotations:
                     cls.annotations.setdefault(attr, fn.summary.annotations[value.value])
                 elif value is not None:
-                    cls.attrs.setdefault(attr, []).append(code(value))
+                    cls.attrs.setdefault(attr, []).append(to_ir(value))
                 if annotation is not None:
-                    cls.annotations[attr] = code(annotation.annotation)
+                    cls.annotations[attr] = to_ir(annotation.annotation)
             self._note_store(value)
         elif isinstance(target, (cst.Subscript, cst.Attribute)):
             self._note_store(value)
@@ -268,13 +270,15 @@ class FactsCollector(cst.CSTVisitor):
     def visit_Return(self, node: cst.Return) -> None:
         fn = self._function()
         if fn is not None and node.value is not None:
-            fn.summary.returns.append(code(node.value))
+            fn.summary.returns.append(to_ir(node.value))
 
     def visit_Yield(self, node: cst.Yield) -> None:
         fn = self._function()
         if fn is not None:
             value = node.value
-            fn.summary.yields.append(code(value) if isinstance(value, cst.BaseExpression) else "None")
+            fn.summary.has_yield = True
+            if isinstance(value, cst.BaseExpression):
+                fn.summary.yields.append(to_ir(value))
 
     def visit_Attribute(self, node: cst.Attribute) -> None:
         fn = self._function()
@@ -335,20 +339,12 @@ def _collect_value_names(node: cst.CSTNode, out: set[str]) -> None:
         return
     if isinstance(node, (cst.Comparison, cst.SimpleString, cst.Integer, cst.Float)):
         return
-    for child in node.children:
+    for child in children(node):
         _collect_value_names(child, out)
 
 
 def _all_names(node: cst.CSTNode) -> list[cst.Name]:
-    found: list[cst.Name] = []
-    stack: list[cst.CSTNode] = [node]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, cst.Name):
-            found.append(n)
-        else:
-            stack.extend(n.children)
-    return found
+    return [n for n in walk(node) if isinstance(n, cst.Name)]
 
 
 def all_names(node: cst.CSTNode) -> set[str]:
@@ -358,7 +354,7 @@ def all_names(node: cst.CSTNode) -> set[str]:
 def collect(module: cst.Module, name: str, path: str, is_package: bool) -> tuple[ModuleSummary, list[FunctionInfo]]:
     summary = ModuleSummary(name=name, path=path, is_package=is_package)
     collector = FactsCollector(summary)
-    module.visit(collector)
+    collector.visit_tree(module)
     return summary, collector.functions
 
 

@@ -8,17 +8,16 @@ self-referencing assignment) resolves to unknown, which is the conservative answ
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional
+from typing import Iterable, Optional
 
 import libcst as cst
 
-from .facts import ClassSummary, FunctionSummary, ModuleSummary, dotted
+from .facts import ClassSummary, FunctionSummary, ModuleSummary
+from .ir import IR, dotted_ir, parse_ir, to_ir
 from .values import ANNOTATIONS, CATALOGUE, Kind, Own, Value, connection, session
 
 _IN_PROGRESS = object()
 
-# A live function's own name resolution: (is the name local?, its value)
-LocalLookup = Callable[[str], "tuple[bool, Optional[Value]]"]
 
 # Decorators after which a function hands out the same object on every call.
 _CACHING_DECORATORS = frozenset(
@@ -46,13 +45,6 @@ class Vocabulary:
     closers: tuple[str, ...] = ()
 
 
-def _parse(text: str) -> Optional[cst.BaseExpression]:
-    try:
-        return cst.parse_expression(text)
-    except Exception:  # a summary holds text that parsed once; never fail resolution on it
-        return None
-
-
 def merge(values: Iterable[Optional[Value]]) -> Optional[Value]:
     """The one value all known candidates agree on, else unknown."""
     known = {v for v in values if v is not None}
@@ -73,7 +65,6 @@ class ProjectIndex:
         for name in vocabulary.closers:
             self.extra[_norm(name)] = Value(Kind.CLOSER)
         self._memo: dict[tuple[object, ...], object] = {}
-        self._parsed: dict[str, Optional[cst.BaseExpression]] = {}
 
     # ---- lookups by dotted name -------------------------------------------------------
     def dotted_value(self, name: str) -> Optional[Value]:
@@ -123,20 +114,20 @@ class ProjectIndex:
                     return Value(Kind.INSTANCE, ref=f"{scope.module}:{scope.class_qualname}")
                 if name in fs.params:
                     ann = fs.annotations.get(name)
-                    return self.annotation_text(ann, Scope(scope.module)) if ann else None
+                    return self.annotation(ann, Scope(scope.module)) if ann else None
                 if name in fs.local_imports:
                     return self.dotted_value(fs.local_imports[name])
                 if name in fs.assigns:
-                    return merge(self.eval_text(t, scope) for t in fs.assigns[name])
+                    return merge(self.eval_ir(t, scope) for t in fs.assigns[name])
                 outer = scope.function.rpartition(".<locals>.")[0]
                 if outer:
                     return self.lookup(name, Scope(scope.module, outer))
         mscope = Scope(scope.module)
         candidates: list[Optional[Value]] = []
         if name in module.bindings:
-            candidates.extend(self.eval_text(t, mscope) for t in module.bindings[name])
+            candidates.extend(self.eval_ir(t, mscope) for t in module.bindings[name])
         if name in module.annotations:
-            candidates.append(self.annotation_text(module.annotations[name], mscope))
+            candidates.append(self.annotation(module.annotations[name], mscope))
         if name in module.functions:
             candidates.append(self.function_value(scope.module, name))
         if name in module.classes:
@@ -167,14 +158,14 @@ class ProjectIndex:
         scope = Scope(module, qualname, class_qualname, self_name)
         produced: Optional[Value]
         if fs.is_generator:
-            produced = merge(self.eval_text(t, scope) for t in fs.yields if t != "None")
+            produced = merge(self.eval_ir(t, scope) for t in fs.yields)
             if produced is not None and produced.is_session_like:
                 return Value(Kind.PROVIDER, produced.is_async, ref=ref,
                              produces=produced.with_own(Own.MANAGED))
             return Value(Kind.FUNCTION, ref=ref)
-        produced = merge(self.eval_text(t, scope) for t in fs.returns if t != "None")
+        produced = merge(self.eval_ir(t, scope) for t in fs.returns)
         if produced is not None and produced.is_session_like:
-            if any(d.split("(")[0] in _CACHING_DECORATORS for d in fs.decorators):
+            if any(d in _CACHING_DECORATORS for d in fs.decorators):
                 produced = produced.with_own(Own.SCOPED)
             elif produced.own is Own.MANAGED:
                 produced = None  # returns a context manager's session: not ours to judge
@@ -191,9 +182,9 @@ class ProjectIndex:
         mscope = Scope(mod)
         if attr in cls.methods:
             return self.function_value(mod, f"{qual}.{attr}", qual if instance else None)
-        candidates = [self.eval_text(t, mscope) for t in cls.attrs.get(attr, [])]
+        candidates = [self.eval_ir(t, mscope) for t in cls.attrs.get(attr, [])]
         if attr in cls.annotations:
-            candidates.append(self.annotation_text(cls.annotations[attr], mscope))
+            candidates.append(self.annotation(cls.annotations[attr], mscope))
         value = merge(candidates)
         if value is not None and value.is_session_like:
             # a session held by an object belongs to whoever made the object
@@ -201,29 +192,24 @@ class ProjectIndex:
         return value
 
     # ---- expressions ------------------------------------------------------------------
-    def eval_text(self, text: str, scope: Scope) -> Optional[Value]:
-        if text not in self._parsed:
-            self._parsed[text] = _parse(text)
-        node = self._parsed[text]
-        return self.eval(node, scope) if node is not None else None
+    def eval(self, node: cst.BaseExpression, scope: Scope) -> Optional[Value]:
+        """Evaluate a live expression of the file being analysed."""
+        return self.eval_ir(to_ir(node), scope)
 
-    def eval(self, node: cst.BaseExpression, scope: Scope,
-             local: Optional[LocalLookup] = None) -> Optional[Value]:
-        """Evaluate an expression; `local` overrides name lookup inside a live function."""
-        if isinstance(node, cst.Name):
-            if local is not None:
-                found, value = local(node.value)
-                if found:
-                    return value
-            return self.lookup(node.value, scope)
-        if isinstance(node, cst.Attribute):
-            base = self.eval(node.value, scope, local)
-            return self.attribute(base, node.attr.value) if base is not None else None
-        if isinstance(node, cst.Call):
-            func = self.eval(node.func, scope, local)
-            return self.call(func, node, scope, local) if func is not None else None
-        if isinstance(node, cst.Await):
-            return self.eval(node.expression, scope, local)
+    def eval_ir(self, ir: IR, scope: Scope) -> Optional[Value]:
+        if ir is None:
+            return None
+        tag = ir[0]
+        if tag == "name":
+            return self.lookup(ir[1], scope)
+        if tag == "attr":
+            base = self.eval_ir(ir[1], scope)
+            return self.attribute(base, ir[2]) if base is not None else None
+        if tag == "call":
+            func = self.eval_ir(ir[1], scope)
+            return self.call(func, ir[2], scope) if func is not None else None
+        if tag == "await":
+            return self.eval_ir(ir[1], scope)
         return None
 
     def attribute(self, base: Value, attr: str) -> Optional[Value]:
@@ -248,11 +234,10 @@ class ProjectIndex:
             return Value(Kind.METHOD, base.is_async, base.own, receiver=kind, method=attr)
         return None
 
-    def call(self, func: Value, node: cst.Call, scope: Scope,
-             local: Optional[LocalLookup] = None) -> Optional[Value]:
+    def call(self, func: Value, args: tuple, scope: Scope) -> Optional[Value]:
         kind, a = func.kind, func.is_async
         if kind in (Kind.SESSION_CLASS, Kind.FACTORY):
-            if self._bound_to_connection(kind, node, scope, local):
+            if self._bound_to_connection(kind, args, scope):
                 # joins a connection somebody else owns (Alembic's, a test's outer transaction)
                 return session(a, Own.BORROWED)
             return session(a, Own.OWNED)
@@ -273,53 +258,41 @@ class ProjectIndex:
         if kind is Kind.PROVIDER:
             return func  # the context manager; `with` unwraps it
         if kind is Kind.CLOSING:
-            return self.eval(node.args[0].value, scope, local) if node.args else None
+            return self.eval_ir(args[0][1], scope) if args else None
         if kind is Kind.CLASS:
             return Value(Kind.INSTANCE, ref=func.ref)
         if kind is Kind.METHOD:
             return _method_result(func)
         return None
 
-    def _bound_to_connection(self, kind: Kind, node: cst.Call, scope: Scope,
-                             local: Optional[LocalLookup]) -> bool:
-        for i, arg in enumerate(node.args):
-            is_bind = (arg.keyword is not None and arg.keyword.value == "bind") or \
-                (arg.keyword is None and not arg.star and i == 0 and kind is Kind.SESSION_CLASS)
-            if is_bind:
-                v = self.eval(arg.value, scope, local)
+    def _bound_to_connection(self, kind: Kind, args: tuple, scope: Scope) -> bool:
+        for i, (keyword, value) in enumerate(args):
+            if keyword == "bind" or (keyword == "" and i == 0 and kind is Kind.SESSION_CLASS):
+                v = self.eval_ir(value, scope)
                 return v is not None and v.kind is Kind.CONNECTION
         return False
 
     # ---- annotations ------------------------------------------------------------------
-    def annotation_text(self, text: Optional[str], scope: Scope) -> Optional[Value]:
-        if not text:
-            return None
-        if text not in self._parsed:
-            self._parsed[text] = _parse(text)
-        node = self._parsed[text]
-        return self.annotation(node, scope) if node is not None else None
-
-    def annotation(self, node: cst.BaseExpression, scope: Scope, depth: int = 0) -> Optional[Value]:
-        """What a parameter annotated `node` holds: `Session`, `Optional[Session]`,
+    def annotation(self, ir: IR, scope: Scope, depth: int = 0) -> Optional[Value]:
+        """What a parameter annotated `ir` holds: `Session`, `Optional[Session]`,
         `Session | None`, `"Session"`, `Annotated[Session, Depends(...)]`, project aliases."""
-        if depth > 8:
+        if ir is None or depth > 8:
             return None
-        if isinstance(node, cst.SimpleString):
-            inner = _parse(node.evaluated_value) if isinstance(node.evaluated_value, str) else None
-            return self.annotation(inner, scope, depth + 1) if inner is not None else None
-        if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.BitOr):
-            return merge([self.annotation(node.left, scope, depth + 1),
-                          self.annotation(node.right, scope, depth + 1)])
-        if isinstance(node, cst.Subscript):
-            head = self._annotation_origin(node.value, scope)
-            elements = [e.slice.value for e in node.slice if isinstance(e.slice, cst.Index)]
+        tag = ir[0]
+        if tag == "str":
+            return self.annotation(parse_ir(ir[1]), scope, depth + 1)
+        if tag == "or":
+            return merge([self.annotation(ir[1], scope, depth + 1), self.annotation(ir[2], scope, depth + 1)])
+        if tag == "sub":
+            head = self._annotation_origin(ir[1], scope)
+            elements = ir[2]
             if head in ("typing.Optional", "typing.Annotated", "typing_extensions.Annotated",
                         "Optional", "Annotated") and elements:
                 return self.annotation(elements[0], scope, depth + 1)
             if head in ("typing.Union", "Union"):
                 return merge(self.annotation(e, scope, depth + 1) for e in elements)
             return None
-        origin = self._annotation_origin(node, scope)
+        origin = self._annotation_origin(ir, scope)
         if origin is None:
             return None
         if origin in ANNOTATIONS:
@@ -328,13 +301,11 @@ class ProjectIndex:
         mod, _, name = origin.rpartition(".")
         module = self.modules.get(mod)
         if module is not None and name in module.bindings:
-            texts = module.bindings[name]
-            parsed = [_parse(t) for t in texts]
-            return merge(self.annotation(p, Scope(mod), depth + 1) for p in parsed if p is not None)
+            return merge(self.annotation(b, Scope(mod), depth + 1) for b in module.bindings[name])
         return None
 
-    def _annotation_origin(self, node: cst.BaseExpression, scope: Scope) -> Optional[str]:
-        name = dotted(node)
+    def _annotation_origin(self, ir: IR, scope: Scope) -> Optional[str]:
+        name = dotted_ir(ir)
         if name is None:
             return None
         head, _, rest = name.partition(".")
@@ -348,7 +319,6 @@ class ProjectIndex:
         if origin is None:
             return name
         return f"{origin}.{rest}" if rest else origin
-
 
 
 def _method_result(method: Value) -> Optional[Value]:

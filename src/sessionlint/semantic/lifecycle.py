@@ -19,6 +19,7 @@ from . import cfg as flow
 from .facts import STORE_METHODS, FunctionInfo, all_names, code, dotted, value_names
 from .index import ProjectIndex, Scope
 from .values import CLOSE_METHODS, Kind, Own, Value
+from .walk import children, walk
 
 NONE = -1  # pseudo resource: the name is bound to None
 _MAX_STATES = 256
@@ -334,12 +335,7 @@ def _guards(stmt: Union[cst.Try, cst.TryStar, cst.With], name: str) -> bool:
 
 
 # ---- tree walking helpers ---------------------------------------------------------------------
-def _walk_all(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        yield n
-        stack.extend(reversed(n.children))
+_walk_all = walk
 
 
 def _walk_expr(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
@@ -352,7 +348,9 @@ def _walk_expr(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
             continue
         if isinstance(n, (cst.BaseSuite,)) and n is not node:
             continue
-        stack.extend(reversed(n.children))
+        kids = list(children(n))
+        kids.reverse()
+        stack.extend(kids)
 
 
 def _own_statements(func: cst.FunctionDef) -> Iterator[cst.CSTNode]:
@@ -371,7 +369,7 @@ def _own_statements(func: cst.FunctionDef) -> Iterator[cst.CSTNode]:
             yield n.iter
         elif isinstance(n, cst.With):
             yield n
-        stack.extend(reversed([c for c in n.children if isinstance(c, (cst.BaseSuite, cst.BaseStatement,
+        stack.extend(reversed([c for c in children(n) if isinstance(c, (cst.BaseSuite, cst.BaseStatement,
                                                                        cst.BaseCompoundStatement, cst.If,
                                                                        cst.Else, cst.ExceptHandler,
                                                                        cst.ExceptStarHandler, cst.Finally,
@@ -406,27 +404,27 @@ def _target_names(target: cst.BaseExpression) -> list[str]:
 
 def _yields_with_guards(func: cst.FunctionDef) -> Iterator[tuple[cst.Yield, list]]:
     """Each `yield` of the function with the `try` bodies and `with` blocks around it."""
-    def walk(node: cst.CSTNode, guards: list) -> Iterator[tuple[cst.Yield, list]]:
+    def walk_(node: cst.CSTNode, guards: list) -> Iterator[tuple[cst.Yield, list]]:
         if isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda)) and node is not func:
             return
         if isinstance(node, cst.Yield):
             yield node, guards
         if isinstance(node, (cst.Try, cst.TryStar)):
-            yield from walk(node.body, guards + [node])
+            yield from walk_(node.body, guards + [node])
             for h in node.handlers:
-                yield from walk(h, guards)
+                yield from walk_(h, guards)
             for part in (node.orelse, node.finalbody):
                 if part is not None:
-                    yield from walk(part, guards)
+                    yield from walk_(part, guards)
             return
         if isinstance(node, cst.With):
             for item in node.items:
-                yield from walk(item, guards)
-            yield from walk(node.body, guards + [node])
+                yield from walk_(item, guards)
+            yield from walk_(node.body, guards + [node])
             return
-        for child in node.children:
-            yield from walk(child, guards)
-    yield from walk(func.body, [])
+        for child in children(node):
+            yield from walk_(child, guards)
+    yield from walk_(func.body, [])
 
 
 # ---- path states ------------------------------------------------------------------------------
