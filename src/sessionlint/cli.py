@@ -81,7 +81,11 @@ def check(paths: tuple[str, ...], output_format: str, select: tuple[str, ...], e
     except cfg.ConfigError as exc:
         _fail(str(exc))
         return
-    result = check_paths(targets, settings, force_exclude=force_exclude)
+    try:
+        result = check_paths(targets, settings, force_exclude=force_exclude)
+    except Exception as exc:  # a bug of ours: one line, exit 2, never a traceback
+        _fail(f"internal error: {type(exc).__name__}: {exc}")
+        return
     if output_format == "json":
         click.echo(render_json(result.findings, result.errors), nl=False)
     elif output_format == "github":

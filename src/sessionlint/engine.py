@@ -99,11 +99,11 @@ def quick_syntax_check(display: str, data: bytes) -> Optional[Finding]:
     return result if isinstance(result, Finding) else None
 
 
-def _vocabulary(settings: Settings) -> Vocabulary:
+def vocabulary(settings: Settings) -> Vocabulary:
     return Vocabulary(settings.factories, settings.providers, settings.closers)
 
 
-def _session_names(index: ProjectIndex, summaries: Iterable[ModuleSummary]) -> set[str]:
+def session_names(index: ProjectIndex, summaries: Iterable[ModuleSummary]) -> set[str]:
     """Top-level names of project modules that are session vocabulary (factories, helpers ...)."""
     from .semantic.index import Scope
     from .semantic.values import Kind
@@ -124,53 +124,6 @@ def _session_names(index: ProjectIndex, summaries: Iterable[ModuleSummary]) -> s
                     if value is not None and value.kind in interesting:
                         names.add(cls.qualname.split(".")[0])
     return names
-
-
-def load_files(files: Sequence[SourceFile], settings: Settings) -> tuple[list[Parsed], list[Finding], list[FileError]]:
-    """Read and parse the files that can involve a session (pre-filtered on their text)."""
-    parsed: list[Parsed] = []
-    broken: list[Finding] = []
-    errors: list[FileError] = []
-    waiting: list[tuple[SourceFile, bytes]] = []
-    extra = [n.replace(":", ".").rsplit(".", 1)[-1].encode() for n in
-             (*settings.factories, *settings.providers, *settings.closers)]
-    first = re.compile(_SA_TOKENS.pattern + b"".join(b"|\\b" + re.escape(e) + b"\\b" for e in extra))
-    for f in files:
-        try:
-            data = f.path.read_bytes()
-        except OSError as exc:
-            errors.append(FileError(f.display, exc.strerror or str(exc)))
-            continue
-        if first.search(data):
-            result = parse_source(f.display, data, *module_name(f.path))
-            (parsed if isinstance(result, Parsed) else broken).append(result)  # type: ignore[arg-type]
-        else:
-            problem = quick_syntax_check(f.display, data)
-            if problem is not None:
-                broken.append(problem)
-            else:
-                waiting.append((f, data))
-    # files that only use the project's own session names (imported from a module parsed above)
-    vocab = _vocabulary(settings)
-    while waiting:
-        index = ProjectIndex([p.summary for p in parsed], vocab)
-        names = _session_names(index, [p.summary for p in parsed])
-        if not names:
-            break
-        pattern = re.compile(rb"\b(?:" + b"|".join(re.escape(n.encode()) for n in sorted(names)) + rb")\b")
-        still: list[tuple[SourceFile, bytes]] = []
-        grew = False
-        for f, data in waiting:
-            if pattern.search(data):
-                result = parse_source(f.display, data, *module_name(f.path))
-                (parsed if isinstance(result, Parsed) else broken).append(result)  # type: ignore[arg-type]
-                grew = True
-            else:
-                still.append((f, data))
-        waiting = still
-        if not grew:
-            break
-    return parsed, broken, errors
 
 
 def analyse(p: Parsed, index: ProjectIndex, codes: Sequence[str], apply_noqa: bool = True) -> list[Finding]:
@@ -225,6 +178,9 @@ def _per_file_ignored(finding: Finding, settings: Settings) -> bool:
 
 def check_paths(paths: Sequence[str], settings: Settings, force_exclude: bool = False,
                 jobs: Optional[int] = None) -> Result:
+    """Analyse files and folders as the CLI does; `jobs` worker processes (default: CPUs)."""
+    from .workers import run
+
     result = Result()
     files: list[SourceFile] = []
     for item in discover(paths, settings.root, settings.exclude, force_exclude):
@@ -232,15 +188,10 @@ def check_paths(paths: Sequence[str], settings: Settings, force_exclude: bool = 
             result.errors.append(FileError(item.display, item.message))
         else:
             files.append(item)
-    codes = settings.enabled_codes()
-    parsed, broken, errors = load_files(files, settings)
+    findings, errors = run(files, settings, default_jobs() if jobs is None else jobs)
     result.errors.extend(errors)
-    findings = [f for f in broken if registry.PARSE_ERROR_CODE in codes]
-    index = ProjectIndex([p.summary for p in parsed], _vocabulary(settings))
-    for p in parsed:
-        findings.extend(analyse(p, index, codes))
     result.findings = sorted((f for f in findings if not _per_file_ignored(f, settings)), key=Finding.sort_key)
-    result.errors.sort(key=lambda e: e.path)
+    result.errors.sort(key=lambda e: (e.path, e.message))
     return result
 
 
@@ -254,9 +205,13 @@ def check_source(source: Union[str, bytes], path: str = "<string>", settings: Op
     codes = settings.enabled_codes()
     if isinstance(result, Finding):
         return [result] if registry.PARSE_ERROR_CODE in codes else []
-    index = ProjectIndex([result.summary], _vocabulary(settings))
+    index = ProjectIndex([result.summary], vocabulary(settings))
     return sorted(analyse(result, index, codes, noqa_applied), key=Finding.sort_key)
 
 
 def default_jobs() -> int:
-    return min(os.cpu_count() or 1, 8)
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, 8))

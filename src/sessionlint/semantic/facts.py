@@ -101,6 +101,9 @@ class FunctionInfo:
     class_qualname: Optional[str]  # set for methods
     self_name: Optional[str]  # first parameter of a method
     globals: set[str] = field(default_factory=set)
+    # call expressions that may create a session: bound to a name, or used as a receiver
+    bound_calls: list[tuple[str, cst.BaseExpression]] = field(default_factory=list)
+    receiver_calls: list[cst.Call] = field(default_factory=list)
 
 
 def resolve_relative(package: str, level: int, module: Optional[str]) -> str:
@@ -119,6 +122,7 @@ class FactsCollector(FastVisitor):
         self.functions: list[FunctionInfo] = []
         # innermost last; entries are FunctionInfo or ClassSummary
         self._stack: list[Union[FunctionInfo, ClassSummary]] = []
+        self._lambdas = 0  # inside a lambda: not the enclosing function's own code
 
     # ---- scopes -----------------------------------------------------------------------
     def _qualname(self, name: str) -> str:
@@ -256,15 +260,32 @@ class FactsCollector(FastVisitor):
             if name in fn.summary.params:
                 fn.summary.stores_params.add(name)
 
+    def _candidate(self, target: cst.BaseExpression, value: Optional[cst.BaseExpression]) -> None:
+        fn = self._function()
+        if fn is None or self._lambdas or not isinstance(target, cst.Name):
+            return
+        inner = value.expression if isinstance(value, cst.Await) else value
+        if isinstance(inner, cst.Call):
+            fn.bound_calls.append((target.value, value))  # type: ignore[arg-type]
+
     def visit_Assign(self, node: cst.Assign) -> None:
         for t in node.targets:
             self._bind(t.target, node.value)
+            self._candidate(t.target, node.value)
 
     def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
         self._bind(node.target, node.value, node.annotation)
+        self._candidate(node.target, node.value)
 
     def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
         self._bind(node.target, node.value)
+        self._candidate(node.target, node.value)
+
+    def visit_Lambda(self, node: cst.Lambda) -> None:
+        self._lambdas += 1
+
+    def leave_Lambda(self, original_node: cst.Lambda) -> None:
+        self._lambdas -= 1
 
     # ---- function effects -------------------------------------------------------------
     def visit_Return(self, node: cst.Return) -> None:
@@ -282,7 +303,11 @@ class FactsCollector(FastVisitor):
 
     def visit_Attribute(self, node: cst.Attribute) -> None:
         fn = self._function()
-        if fn is None or node.attr.value not in CLOSE_METHODS or not isinstance(node.value, cst.Name):
+        if fn is None:
+            return
+        if isinstance(node.value, cst.Call) and not self._lambdas and node.attr.value not in CLOSE_METHODS:
+            fn.receiver_calls.append(node.value)
+        if node.attr.value not in CLOSE_METHODS or not isinstance(node.value, cst.Name):
             return
         if node.value.value in fn.summary.params:
             fn.summary.closes_params.add(node.value.value)

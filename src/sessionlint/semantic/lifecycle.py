@@ -107,14 +107,16 @@ class _FunctionFacts:
         return None
 
     def _scan_creations(self) -> None:
-        for stmt in _own_statements(self.info.node):
-            for target, value in _bindings(stmt):
-                if isinstance(target, cst.Name) and target.value not in self.escape_names:
-                    v = self.creation(value)
-                    if v is not None:
-                        call = value.expression if isinstance(value, cst.Await) else value
-                        self._new_resource(call, target.value, v)  # type: ignore[arg-type]
-            for call, v in self._receiver_creations(stmt):
+        for name, value in self.info.bound_calls:
+            if name not in self.escape_names:
+                v = self.creation(value)
+                if v is not None:
+                    call = value.expression if isinstance(value, cst.Await) else value
+                    self._new_resource(call, name, v)  # type: ignore[arg-type]
+        # `Session(engine).query(...)`: created, used, and held by nobody
+        for call in self.info.receiver_calls:
+            v = self.creation(call)
+            if v is not None:
                 res = Resource(len(self.resources) + len(self.immediate) + 10_000, call, "", v, leaks_normal=True)
                 self.immediate.append(res)
 
@@ -122,18 +124,6 @@ class _FunctionFacts:
         res = Resource(len(self.resources), call, name, v)
         self.resources.append(res)
         self._creations[id(call)] = res.id
-
-    def _receiver_creations(self, stmt: cst.CSTNode) -> Iterator[tuple[cst.Call, Value]]:
-        """`Session(engine).query(...)`: created, used, and held by nobody."""
-        if isinstance(stmt, cst.With):
-            return
-        for node in _walk_expr(stmt):
-            if isinstance(node, cst.Attribute) and node.attr.value not in CLOSE_METHODS:
-                base = node.value
-                if isinstance(base, cst.Call):
-                    v = self.creation(base)
-                    if v is not None:
-                        yield base, v
 
     def resource_of(self, node: cst.BaseExpression) -> Optional[int]:
         inner = node.expression if isinstance(node, cst.Await) else node
@@ -351,42 +341,6 @@ def _walk_expr(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
         kids = list(children(n))
         kids.reverse()
         stack.extend(kids)
-
-
-def _own_statements(func: cst.FunctionDef) -> Iterator[cst.CSTNode]:
-    """Small statements and compound headers of a function, nested scopes excluded."""
-    stack: list[cst.CSTNode] = [func.body]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, (cst.FunctionDef, cst.ClassDef)):
-            continue
-        if isinstance(n, cst.SimpleStatementLine) or isinstance(n, cst.SimpleStatementSuite):
-            yield from n.body
-            continue
-        if isinstance(n, (cst.If, cst.While)):
-            yield n.test
-        elif isinstance(n, cst.For):
-            yield n.iter
-        elif isinstance(n, cst.With):
-            yield n
-        stack.extend(reversed([c for c in children(n) if isinstance(c, (cst.BaseSuite, cst.BaseStatement,
-                                                                       cst.BaseCompoundStatement, cst.If,
-                                                                       cst.Else, cst.ExceptHandler,
-                                                                       cst.ExceptStarHandler, cst.Finally,
-                                                                       cst.MatchCase))]))
-
-
-def _bindings(stmt: cst.CSTNode) -> Iterator[tuple[cst.BaseExpression, cst.BaseExpression]]:
-    if isinstance(stmt, cst.Assign):
-        for t in stmt.targets:
-            yield t.target, stmt.value
-    elif isinstance(stmt, cst.AnnAssign) and stmt.value is not None:
-        yield stmt.target, stmt.value
-    if isinstance(stmt, cst.With):
-        return
-    for n in _walk_expr(stmt):
-        if isinstance(n, cst.NamedExpr):
-            yield n.target, n.value
 
 
 def _target_names(target: cst.BaseExpression) -> list[str]:
