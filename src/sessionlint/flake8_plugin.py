@@ -5,9 +5,13 @@ Nothing here imports flake8, so the package imports without it.
 from __future__ import annotations
 
 import ast
+import os
+import re
 from typing import Any, Iterator, Optional, Sequence
 
 from . import __version__
+
+_SA_TOKENS = re.compile(r"sqlalchemy|sqlmodel|flask_sqlalchemy")
 
 
 class SessionLintPlugin:
@@ -19,10 +23,15 @@ class SessionLintPlugin:
         self.lines = lines
 
     def run(self) -> Iterator[tuple[int, int, str, type[Any]]]:
+        if os.environ.get("SESSIONLINT_FLAKE8_DISABLE"):
+            return  # scripts/bench.py times flake8 without this plugin
+        source = "".join(self.lines) if self.lines is not None else open(self.filename, encoding="utf-8").read()
+        if not _SA_TOKENS.search(source):
+            return  # the same text pre-filter as the CLI: no libcst parse for unrelated files
+
         from .config import Settings
         from .engine import check_source
 
-        source = "".join(self.lines) if self.lines is not None else open(self.filename, "rb").read()
         # every rule runs; flake8's --select/--ignore and noqa decide what is shown
         settings = Settings(select=("SES",))
         for f in check_source(source, self.filename, settings, noqa_applied=False):
