@@ -53,6 +53,7 @@ class FunctionSummary:
     returns: list[IR] = field(default_factory=list)
     yields: list[IR] = field(default_factory=list)
     has_yield: bool = False
+    return_annotation: IR = None
     # dotted names of the decorators (the called name for `@lru_cache(...)`)
     decorators: list[str] = field(default_factory=list)
     is_async: bool = False
@@ -123,6 +124,7 @@ class FactsCollector(FastVisitor):
         # innermost last; entries are FunctionInfo or ClassSummary
         self._stack: list[Union[FunctionInfo, ClassSummary]] = []
         self._lambdas = 0  # inside a lambda: not the enclosing function's own code
+        self._with_items = 0  # inside a `with` header: whatever is created there is managed
 
     # ---- scopes -----------------------------------------------------------------------
     def _qualname(self, name: str) -> str:
@@ -146,6 +148,8 @@ class FactsCollector(FastVisitor):
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         qualname = self._qualname(node.name.value)
         fs = FunctionSummary(qualname, is_async=node.asynchronous is not None)
+        if node.returns is not None:
+            fs.return_annotation = to_ir(node.returns.annotation)
         fs.decorators = [dotted(d.decorator.func if isinstance(d.decorator, cst.Call) else d.decorator) or ""
                          for d in node.decorators]
         params = node.params
@@ -281,6 +285,12 @@ class FactsCollector(FastVisitor):
         self._bind(node.target, node.value)
         self._candidate(node.target, node.value)
 
+    def visit_WithItem(self, node: cst.WithItem) -> None:
+        self._with_items += 1
+
+    def leave_WithItem(self, original_node: cst.WithItem) -> None:
+        self._with_items -= 1
+
     def visit_Lambda(self, node: cst.Lambda) -> None:
         self._lambdas += 1
 
@@ -305,7 +315,8 @@ class FactsCollector(FastVisitor):
         fn = self._function()
         if fn is None:
             return
-        if isinstance(node.value, cst.Call) and not self._lambdas and node.attr.value not in CLOSE_METHODS:
+        if isinstance(node.value, cst.Call) and not self._lambdas and not self._with_items \
+                and node.attr.value not in CLOSE_METHODS:
             fn.receiver_calls.append(node.value)
         if node.attr.value not in CLOSE_METHODS or not isinstance(node.value, cst.Name):
             return
@@ -326,6 +337,10 @@ STORE_METHODS = frozenset(
     {"append", "appendleft", "extend", "insert", "add", "put", "put_nowait", "setdefault",
      "update", "push", "register", "__setitem__"}
 )
+
+
+# Methods of a Connection that return the connection itself (SQLAlchemy 2.0).
+SELF_RETURNING = frozenset({"execution_options"})
 
 
 def value_names(expr: cst.BaseExpression) -> set[str]:
@@ -352,7 +367,10 @@ def _collect_value_names(node: cst.CSTNode, out: set[str]) -> None:
             _collect_value_names(inner, out)
         return
     if isinstance(node, cst.Call):
-        _collect_value_names(node.func, out)
+        if isinstance(node.func, cst.Attribute) and node.func.attr.value in SELF_RETURNING:
+            _collect_value_names(node.func.value, out)  # `conn.execution_options(...)` is `conn`
+        else:
+            _collect_value_names(node.func, out)
         for arg in node.args:
             _collect_value_names(arg.value, out)
         return

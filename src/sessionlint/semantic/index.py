@@ -26,6 +26,10 @@ _CACHING_DECORATORS = frozenset(
 )
 
 
+# What a project function may be known to return.
+_PRODUCIBLE = frozenset({Kind.SESSION, Kind.CONNECTION, Kind.ENGINE, Kind.FACTORY, Kind.REGISTRY, Kind.FSA})
+
+
 @dataclass(frozen=True)
 class Scope:
     """Where an expression is evaluated: a module, optionally a function of it."""
@@ -164,10 +168,16 @@ class ProjectIndex:
                              produces=produced.with_own(Own.MANAGED))
             return Value(Kind.FUNCTION, ref=ref)
         produced = merge(self.eval_ir(t, scope) for t in fs.returns)
-        if produced is not None and produced.is_session_like:
-            if any(d in _CACHING_DECORATORS for d in fs.decorators):
+        if produced is None and fs.return_annotation is not None:
+            # `-> Engine` / `-> sessionmaker` say what comes back; `-> Session` does not say
+            # whether the caller owns it, so session annotations are not used here
+            declared = self.annotation(fs.return_annotation, Scope(module))
+            if declared is not None and declared.kind in (Kind.ENGINE, Kind.FACTORY, Kind.REGISTRY):
+                produced = declared
+        if produced is not None and produced.kind in _PRODUCIBLE:
+            if produced.is_session_like and any(d in _CACHING_DECORATORS for d in fs.decorators):
                 produced = produced.with_own(Own.SCOPED)
-            elif produced.own is Own.MANAGED:
+            elif produced.is_session_like and produced.own is Own.MANAGED:
                 produced = None  # returns a context manager's session: not ours to judge
             if produced is not None:
                 return Value(Kind.SESSION_FUNCTION, produced.is_async, ref=ref, produces=produced)

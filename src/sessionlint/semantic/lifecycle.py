@@ -16,7 +16,7 @@ from typing import Iterator, Optional, Union
 import libcst as cst
 
 from . import cfg as flow
-from .facts import STORE_METHODS, FunctionInfo, all_names, code, dotted, value_names
+from .facts import SELF_RETURNING, STORE_METHODS, FunctionInfo, all_names, code, dotted, value_names
 from .index import ProjectIndex, Scope
 from .values import CLOSE_METHODS, Kind, Own, Value
 from .walk import children, walk
@@ -215,6 +215,9 @@ class _FunctionFacts:
             return Bind(name, "alias", names=frozenset({value.value}))
         if isinstance(value, (cst.Integer, cst.SimpleString)):
             return Bind(name, "const", const=value.value)
+        if isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute) and \
+                value.func.attr.value in SELF_RETURNING and isinstance(value.func.value, cst.Name):
+            return Bind(name, "alias", names=frozenset({value.func.value.value}))
         held = value_names(value)
         # `repo = Repo(s)` keeps `s` reachable through `repo`, but `repo` is not `s`:
         # its truth and None-ness say nothing about the session

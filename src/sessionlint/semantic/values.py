@@ -27,7 +27,7 @@ class Kind(enum.Enum):
     METHOD = "method"  # a bound method of a session-like value, see `Value.method`
     CLOSING = "closing"  # contextlib.closing
     PROVIDER = "provider"  # project function: context manager / generator yielding a session
-    SESSION_FUNCTION = "session-function"  # project function returning a session
+    SESSION_FUNCTION = "session-function"  # project function whose result is known (`produces`)
     FUNCTION = "function"  # any other project function (its summary may close/store params)
     CLOSER = "closer"  # configured helper that closes the session passed to it
     MODULE = "module"
