@@ -28,6 +28,19 @@ def test_same_findings_as_cli(path: Path) -> None:
     assert got == want
 
 
+PACKAGES = sorted(p for p in FIXTURES.iterdir() if p.is_dir() and not p.name.startswith("__"))
+
+
+@pytest.mark.parametrize("folder", PACKAGES, ids=lambda p: p.name)
+def test_same_findings_as_cli_across_modules(folder: Path) -> None:
+    # the plugin sees one file at a time; the loader finds the modules it imports on disk
+    proc = _flake8("--select", "SES", "--format", "%(path)s:%(row)d:%(col)d:%(code)s", str(folder))
+    got = sorted(tuple(line.rsplit(":", 3)) for line in proc.stdout.split())
+    cli = check_paths([str(folder)], Settings(root=FIXTURES)).findings
+    want = sorted((f.path, str(f.line), str(f.column), f.code) for f in cli)
+    assert got == want
+
+
 def test_flake8_owns_noqa_and_select(tmp_path: Path) -> None:
     src = "from sqlalchemy.orm import Session\n\ndef f(e):\n    s = Session(e)  # noqa: SES101\n    s.query(1)\n"
     (tmp_path / "a.py").write_text(src)

@@ -11,7 +11,24 @@ from typing import Any, Iterator, Optional, Sequence
 
 from . import __version__
 
+# same pattern as the CLI's pre-filter (sessionlint.parsing.SA_PATTERN), kept here so that
+# loading the plugin imports nothing heavy
 _SA_TOKENS = re.compile(r"sqlalchemy|sqlmodel|flask_sqlalchemy")
+
+
+def _imports_own_package(source: str, filename: str) -> bool:
+    """Does the file import from its own project (where a session factory may live)?"""
+    if re.search(r"^\s*from\s+\.", source, re.M):
+        return True
+    from pathlib import Path
+
+    from .discovery import module_name
+
+    path = Path(filename)
+    if not path.is_file():
+        return False
+    top = module_name(path)[0].split(".")[0]
+    return re.search(rf"^\s*(from|import)\s+{re.escape(top)}\b", source, re.M) is not None
 
 
 class SessionLintPlugin:
@@ -26,8 +43,8 @@ class SessionLintPlugin:
         if os.environ.get("SESSIONLINT_FLAKE8_DISABLE"):
             return  # scripts/bench.py times flake8 without this plugin
         source = "".join(self.lines) if self.lines is not None else open(self.filename, encoding="utf-8").read()
-        if not _SA_TOKENS.search(source):
-            return  # the same text pre-filter as the CLI: no libcst parse for unrelated files
+        if not _SA_TOKENS.search(source) and not _imports_own_package(source, self.filename):
+            return  # the CLI's text pre-filter: no libcst parse for files that cannot matter
 
         from .config import Settings
         from .engine import check_source

@@ -11,12 +11,15 @@ import multiprocessing
 import re
 import sys
 import traceback
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from . import registry
 from .config import Settings
 from .discovery import SourceFile, module_name
-from .engine import Parsed, _SA_TOKENS, analyse, parse_source, quick_syntax_check, session_names, vocabulary
+from .engine import analyse, session_names, vocabulary
+from .loader import DiskLoader, package_root
+from .parsing import SA_TOKENS, Parsed, parse_source, quick_syntax_check
 from .findings import FileError, Finding
 from .semantic.facts import ModuleSummary
 from .semantic.index import ProjectIndex
@@ -26,13 +29,14 @@ _MIN_FILES_PER_WORKER = 40
 
 
 class Worker:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, prefilter: bool = True) -> None:
         self.settings = settings
+        self.prefilter = prefilter
         self.parsed: list[Parsed] = []
         self.waiting: list[tuple[SourceFile, bytes]] = []
         extra = [n.replace(":", ".").rsplit(".", 1)[-1].encode()
                  for n in (*settings.factories, *settings.providers, *settings.closers)]
-        self.first = re.compile(_SA_TOKENS.pattern + b"".join(b"|\\b" + re.escape(e) + b"\\b" for e in extra))
+        self.first = re.compile(SA_TOKENS.pattern + b"".join(b"|\\b" + re.escape(e) + b"\\b" for e in extra))
 
     def _parse(self, f: SourceFile, data: bytes, out: list[ModuleSummary], broken: list[Finding],
                errors: list[FileError]) -> None:
@@ -58,7 +62,7 @@ class Worker:
             except OSError as exc:
                 errors.append(FileError(f.display, exc.strerror or str(exc)))
                 continue
-            if self.first.search(data):
+            if not self.prefilter or self.first.search(data):
                 self._parse(f, data, summaries, broken, errors)
                 continue
             problem = quick_syntax_check(f.display, data)
@@ -85,8 +89,9 @@ class Worker:
         self.waiting = still
         return summaries, broken, errors
 
-    def analyse(self, summaries: Sequence[ModuleSummary], codes: Sequence[str]) -> tuple[list[Finding], list[FileError]]:
-        index = ProjectIndex(summaries, vocabulary(self.settings))
+    def analyse(self, summaries: Sequence[ModuleSummary], codes: Sequence[str],
+                roots: Sequence[str]) -> tuple[list[Finding], list[FileError]]:
+        index = ProjectIndex(summaries, vocabulary(self.settings), DiskLoader(Path(r) for r in roots))
         findings: list[Finding] = []
         errors: list[FileError] = []
         for p in self.parsed:
@@ -98,7 +103,7 @@ class Worker:
 
 
 def _serve(conn: Any, settings: Settings) -> None:
-    worker = Worker(settings)
+    worker = Worker(settings)  # runs with many files: always pre-filtered
     while True:
         message = conn.recv()
         if message is None:
@@ -135,8 +140,8 @@ class _Remote:
 
 
 class _Local:
-    def __init__(self, settings: Settings) -> None:
-        self.worker = Worker(settings)
+    def __init__(self, settings: Settings, prefilter: bool) -> None:
+        self.worker = Worker(settings, prefilter)
         self.result: Any = None
 
     def send(self, method: str, *args: Any) -> None:
@@ -176,7 +181,9 @@ def run(files: Sequence[SourceFile], settings: Settings, jobs: int) -> tuple[lis
     n = max(1, min(jobs, len(files) // _MIN_FILES_PER_WORKER))
     handles: list[Any]
     if n == 1:
-        handles = [_Local(settings)]
+        # a few files (pre-commit, an editor): parse them all, since the names they use may
+        # come from modules outside the run that only the loader will see
+        handles = [_Local(settings, prefilter=len(files) >= _MIN_FILES_PER_WORKER)]
         shares = [list(files)]
     else:
         ctx = _context()
@@ -220,8 +227,9 @@ def _orchestrate(handles: list[Any], shares: list[list[SourceFile]],
     codes = settings.enabled_codes()
     if registry.PARSE_ERROR_CODE not in codes:
         findings = [f for f in findings if f.code != registry.PARSE_ERROR_CODE]
+    roots = sorted({str(package_root(f.path)) for share in shares for f in share})
     for h in handles:
-        h.send("analyse", summaries, codes)
+        h.send("analyse", summaries, codes, roots)
     for h in handles:
         found, errs = h.receive()
         findings.extend(found)

@@ -8,7 +8,7 @@ self-referencing assignment) resolves to unknown, which is the conservative answ
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import libcst as cst
 
@@ -56,7 +56,10 @@ def merge(values: Iterable[Optional[Value]]) -> Optional[Value]:
 
 
 class ProjectIndex:
-    def __init__(self, summaries: Iterable[ModuleSummary], vocabulary: Vocabulary = Vocabulary()) -> None:
+    def __init__(self, summaries: Iterable[ModuleSummary], vocabulary: Vocabulary = Vocabulary(),
+                 loader: Optional[Callable[[str], Optional[ModuleSummary]]] = None) -> None:
+        # `loader` finds project modules that are not part of the run (see sessionlint.loader)
+        self.loader = loader
         self.modules: dict[str, ModuleSummary] = {}
         for s in summaries:
             # two files claiming one module name (scripts in different folders): keep the first
@@ -76,6 +79,13 @@ class ProjectIndex:
         if hit is not None:
             return hit
         parts = name.split(".")
+        if self.loader is not None:
+            known = next((i for i in range(len(parts), 0, -1) if ".".join(parts[:i]) in self.modules), 0)
+            for i in range(len(parts), known, -1):
+                loaded = self.loader(".".join(parts[:i]))
+                if loaded is not None:
+                    self.modules[loaded.name] = loaded
+                    break
         for i in range(len(parts), 0, -1):
             mod = ".".join(parts[:i])
             if mod in self.modules:
