@@ -55,10 +55,7 @@ class CloseNotGuaranteed(Rule):
     hint = "Use `with` or close it in a `finally:` block"
 
     def check(self, model: FileModel) -> Iterator[Report]:
-        from .session_not_closed import receiver_text
-
         for info, life in model.lifecycles():
             for res in life.resources:
                 if res.leaks_exc and not res.leaks_normal:
-                    receiver = res.name or receiver_text(res.node)
-                    yield Report(res.node, {"kind": res.kind_word.capitalize(), "receiver": receiver}, info.node)
+                    yield Report(res.node, {"kind": res.kind_word, "receiver": res.receiver}, info.node)

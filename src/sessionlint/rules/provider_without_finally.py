@@ -56,10 +56,7 @@ class ProviderWithoutFinally(Rule):
     hint = "Wrap the `yield` in `try:` ... `finally: {receiver}.close()`, or yield inside `with`"
 
     def check(self, model: FileModel) -> Iterator[Report]:
-        from .session_not_closed import receiver_text
-
         for info, life in model.lifecycles():
             for y in life.yields:
                 if not y.protected:
-                    receiver = y.name or receiver_text(y.node.value)
-                    yield Report(y.node, {"receiver": receiver}, info.node)
+                    yield Report(y.node, {"receiver": y.receiver}, info.node)

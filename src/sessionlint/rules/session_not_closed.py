@@ -64,14 +64,5 @@ class SessionNotClosed(Rule):
         for info, life in model.lifecycles():
             for res in life.resources:
                 if res.leaks_normal:
-                    kind = res.kind_word.capitalize()
-                    receiver = res.name or receiver_text(res.node)
-                    yield Report(res.node, {"kind": kind, "receiver": receiver,
+                    yield Report(res.node, {"kind": res.kind_word, "receiver": res.receiver,
                                             "function": info.node.name.value}, info.node)
-
-
-def receiver_text(node: object) -> str:
-    from ..semantic.facts import code
-
-    text = code(node)  # type: ignore[arg-type]
-    return text if len(text) <= 30 else text[:27] + "..."

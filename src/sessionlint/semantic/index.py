@@ -17,6 +17,7 @@ from .ir import IR, dotted_ir, parse_ir, to_ir
 from .values import ANNOTATIONS, CATALOGUE, Kind, Own, Value, connection, session
 
 _IN_PROGRESS = object()
+_MISSING = object()
 
 
 # Decorators after which a function hands out the same object on every call.
@@ -105,17 +106,20 @@ class ProjectIndex:
         return m.functions.get(qual) if m else None
 
     # ---- names ------------------------------------------------------------------------
-    def lookup(self, name: str, scope: Scope) -> Optional[Value]:
-        key = ("name", scope, name)
-        memo = self._memo.get(key)
+    def _memoized(self, key: tuple[object, ...], compute: Callable[[], Optional[Value]]) -> Optional[Value]:
+        """Memoise; a key met again while it is being computed (a cycle) is unknown."""
+        memo = self._memo.get(key, _MISSING)
         if memo is _IN_PROGRESS:
             return None
-        if key in self._memo:
+        if memo is not _MISSING:
             return memo  # type: ignore[return-value]
         self._memo[key] = _IN_PROGRESS
-        value = self._lookup(name, scope)
+        value = compute()
         self._memo[key] = value
         return value
+
+    def lookup(self, name: str, scope: Scope) -> Optional[Value]:
+        return self._memoized(("name", scope, name), lambda: self._lookup(name, scope))
 
     def _lookup(self, name: str, scope: Scope) -> Optional[Value]:
         module = self.modules.get(scope.module)
@@ -152,16 +156,8 @@ class ProjectIndex:
 
     # ---- functions and classes --------------------------------------------------------
     def function_value(self, module: str, qualname: str, class_qualname: Optional[str] = None) -> Optional[Value]:
-        key = ("func", module, qualname)
-        memo = self._memo.get(key)
-        if memo is _IN_PROGRESS:
-            return None
-        if key in self._memo:
-            return memo  # type: ignore[return-value]
-        self._memo[key] = _IN_PROGRESS
-        value = self._function_value(module, qualname, class_qualname)
-        self._memo[key] = value
-        return value
+        return self._memoized(("func", module, qualname),
+                              lambda: self._function_value(module, qualname, class_qualname))
 
     def _function_value(self, module: str, qualname: str, class_qualname: Optional[str]) -> Optional[Value]:
         fs = self.modules[module].functions.get(qualname)

@@ -47,7 +47,12 @@ class Resource:
 
     @property
     def kind_word(self) -> str:
-        return "connection" if self.value.kind is Kind.CONNECTION else "session"
+        return "Connection" if self.value.kind is Kind.CONNECTION else "Session"
+
+    @property
+    def receiver(self) -> str:
+        """How the code refers to it: its local name, or the creating expression."""
+        return self.name or short_code(self.node)
 
 
 @dataclass
@@ -71,6 +76,16 @@ class SessionYield:
     node: cst.Yield
     name: str
     protected: bool
+
+    @property
+    def receiver(self) -> str:
+        value = self.node.value
+        return self.name or (short_code(value) if isinstance(value, cst.CSTNode) else "")
+
+
+def short_code(node: cst.CSTNode, limit: int = 30) -> str:
+    text = " ".join(code(node).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass
