@@ -45,7 +45,14 @@ class ProviderWithoutFinally(Rule):
             db.close()
     ```
 
+    ## Known problems
+    pytest fixtures are judged differently: pytest resumes a yield fixture for its teardown
+    whatever the test's outcome and never throws the test's exception into it, so a `close()`
+    after the `yield` always runs. A pytest fixture is reported only when nothing after its
+    `yield` closes the session.
+
     ## References
+    - [pytest: yield fixtures](https://docs.pytest.org/en/stable/how-to/fixtures.html#yield-fixtures-recommended)
     - [FastAPI: dependencies with yield](https://fastapi.tiangolo.com/tutorial/dependencies/dependencies-with-yield/)
     - [contextlib.contextmanager](https://docs.python.org/3/library/contextlib.html#contextlib.contextmanager)
     """

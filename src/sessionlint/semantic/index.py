@@ -100,6 +100,17 @@ class ProjectIndex:
                 return value
         return Value(Kind.MODULE, ref=name)
 
+    def import_origin(self, name: str, scope: Scope) -> str:
+        """The dotted origin a local name was imported from (the name itself if not imported)."""
+        module = self.modules.get(scope.module)
+        if module is None:
+            return name
+        if scope.function is not None:
+            fs = module.functions.get(scope.function)
+            if fs is not None and name in fs.local_imports:
+                return fs.local_imports[name]
+        return module.imports.get(name, name)
+
     def function_summary(self, ref: str) -> Optional[FunctionSummary]:
         mod, _, qual = ref.partition(":")
         m = self.modules.get(mod)

@@ -316,8 +316,36 @@ class _FunctionFacts:
                 name = ""
             else:
                 continue
-            out.append(SessionYield(y, name, any(_guards(g, name) for g in guards)))
+            protected = any(_guards(g, name) for g in guards)
+            if not protected and name and self._is_pytest_fixture():
+                # pytest resumes a fixture for teardown whatever the test did (it never throws
+                # the test's exception in), so a close after the yield always runs
+                protected = _closed_after(self.info.node, y, name)
+            out.append(SessionYield(y, name, protected))
         return out
+
+    def _is_pytest_fixture(self) -> bool:
+        for decorator in self.info.summary.decorators:
+            head, _, rest = decorator.partition(".")
+            origin = self.index.import_origin(head, self.scope)
+            full = f"{origin}.{rest}" if rest else origin
+            if full in _PYTEST_FIXTURES:
+                return True
+        return False
+
+
+_PYTEST_FIXTURES = frozenset({"pytest.fixture", "pytest_asyncio.fixture"})
+
+
+def _closed_after(func: cst.FunctionDef, y: cst.Yield, name: str) -> bool:
+    seen_yield = False
+    for n in walk(func.body):
+        if n is y:
+            seen_yield = True
+        elif seen_yield and isinstance(n, cst.Attribute) and n.attr.value in CLOSE_METHODS and \
+                isinstance(n.value, cst.Name) and n.value.value == name:
+            return True
+    return False
 
 
 def _guards(stmt: Union[cst.Try, cst.TryStar, cst.With], name: str) -> bool:
