@@ -20,7 +20,10 @@ def run_cli():
     from sessionlint.cli import main
 
     def run(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
-        runner = CliRunner()
+        try:
+            runner = CliRunner(mix_stderr=False)  # click < 8.2 mixes them by default
+        except TypeError:
+            runner = CliRunner()  # click >= 8.2 always keeps stderr apart
         import os
 
         old = os.getcwd()
@@ -30,7 +33,7 @@ def run_cli():
             result = runner.invoke(main, list(args), catch_exceptions=False)
         finally:
             os.chdir(old)
-        stderr = result.stderr if result.stderr_bytes is not None else ""
+        stderr = result.stderr if result.stderr_bytes else ""
         return result.exit_code, result.stdout, stderr
 
     return run

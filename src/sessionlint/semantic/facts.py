@@ -102,6 +102,7 @@ class FunctionInfo:
     class_qualname: Optional[str]  # set for methods
     self_name: Optional[str]  # first parameter of a method
     globals: set[str] = field(default_factory=set)
+    outer_names: set[str] = field(default_factory=set)  # declared `nonlocal`
     # call expressions that may create a session: bound to a name, or used as a receiver
     bound_calls: list[tuple[str, cst.BaseExpression]] = field(default_factory=list)
     receiver_calls: list[cst.Call] = field(default_factory=list)
@@ -220,6 +221,12 @@ class FactsCollector(FastVisitor):
         if fn is not None:
             fn.globals.update(n.name.value for n in node.names)
 
+    def visit_Nonlocal(self, node: cst.Nonlocal) -> None:
+        # an enclosing function's variable outlives this call, like a global
+        fn = self._function()
+        if fn is not None:
+            fn.outer_names.update(n.name.value for n in node.names)
+
     def _bind(self, target: cst.BaseExpression, value: Optional[cst.BaseExpression],
               annotation: Optional[cst.Annotation] = None) -> None:
         top = self._stack[-1] if self._stack else None
@@ -335,7 +342,7 @@ class FactsCollector(FastVisitor):
 # Methods of containers (and registries) that keep a reference to their argument.
 STORE_METHODS = frozenset(
     {"append", "appendleft", "extend", "insert", "add", "put", "put_nowait", "setdefault",
-     "update", "push", "register", "__setitem__"}
+     "update", "push", "register", "__setitem__", "set", "set_result"}
 )
 
 

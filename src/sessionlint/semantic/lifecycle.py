@@ -105,7 +105,7 @@ class _FunctionFacts:
         self.resources: list[Resource] = []
         self._creations: dict[int, int] = {}  # id(call node) -> resource id
         self.immediate: list[Resource] = []
-        self.escape_names = set(info.globals)
+        self.escape_names = set(info.globals) | info.outer_names
         self._scan_creations()
 
     def value(self, node: cst.BaseExpression) -> Optional[Value]:
