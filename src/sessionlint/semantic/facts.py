@@ -294,6 +294,12 @@ class FactsCollector(FastVisitor):
 
     def visit_WithItem(self, node: cst.WithItem) -> None:
         self._with_items += 1
+        fn = self._function()
+        if fn is not None and node.asname is not None and isinstance(node.asname.name, cst.Name):
+            # `with engine_scope() as engine`: the name holds what the context manager enters
+            item = to_ir(node.item)
+            if item is not None:
+                fn.summary.assigns.setdefault(node.asname.name.value, []).append(("enter", item))
 
     def leave_WithItem(self, original_node: cst.WithItem) -> None:
         self._with_items -= 1

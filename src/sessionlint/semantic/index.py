@@ -180,9 +180,10 @@ class ProjectIndex:
         produced: Optional[Value]
         if fs.is_generator:
             produced = merge(self.eval_ir(t, scope) for t in fs.yields)
-            if produced is not None and produced.is_session_like:
-                return Value(Kind.PROVIDER, produced.is_async, ref=ref,
-                             produces=produced.with_own(Own.MANAGED))
+            if produced is not None and produced.kind in _PRODUCIBLE:
+                if produced.is_session_like:
+                    produced = produced.with_own(Own.MANAGED)
+                return Value(Kind.PROVIDER, produced.is_async, ref=ref, produces=produced)
             return Value(Kind.FUNCTION, ref=ref)
         produced = merge(self.eval_ir(t, scope) for t in fs.returns)
         if produced is None and fs.return_annotation is not None:
@@ -237,6 +238,19 @@ class ProjectIndex:
             return self.call(func, ir[2], scope) if func is not None else None
         if tag == "await":
             return self.eval_ir(ir[1], scope)
+        if tag == "enter":
+            return self._entered(self.eval_ir(ir[1], scope))
+        return None
+
+    @staticmethod
+    def _entered(cm: Optional[Value]) -> Optional[Value]:
+        """What `with cm as x` binds to x."""
+        if cm is None:
+            return None
+        if cm.kind is Kind.PROVIDER:
+            return cm.produces
+        if cm.is_session_like:
+            return cm.with_own(Own.MANAGED)
         return None
 
     def attribute(self, base: Value, attr: str) -> Optional[Value]:

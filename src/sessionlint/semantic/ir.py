@@ -12,6 +12,7 @@ import libcst as cst
 
 # ("name", id) | ("attr", base, attr) | ("call", func, args) | ("await", expr)
 # | ("sub", base, elements) | ("or", left, right) | ("str", text) | ("none",)
+# | ("enter", context manager): what `with <cm> as name` binds
 # where args is a tuple of (keyword or "" or "*", expr)
 IR = Optional[tuple]
 
