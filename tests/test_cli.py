@@ -177,3 +177,39 @@ def test_python_dash_m(project: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "sessionlint", "app"], cwd=project,
                           capture_output=True, text=True)
     assert proc.returncode == 1 and "SES101" in proc.stdout
+
+
+def test_configured_closer(run_cli, project: Path) -> None:
+    (project / "app" / "uses.py").write_text(
+        "from sqlalchemy.orm import Session\nfrom app.db import release\n\n"
+        "def a(engine):\n    s = Session(engine)\n    release(s)\n")
+    out = run_cli("app/uses.py", cwd=project)[1]
+    assert "uses.py:5:9: SES101" in out  # `release` is not known to close
+    (project / "pyproject.toml").write_text(
+        "[tool.sessionlint]\nclosers = ['app.db:release']\nproviders = ['app.db.scope']\n")
+    assert run_cli("app/uses.py", cwd=project)[1] == ""
+
+
+def test_analysed_code_is_never_imported(run_cli, project: Path) -> None:
+    marker = project / "imported.txt"
+    (project / "app" / "side_effect.py").write_text(
+        f"open({str(marker)!r}, 'w').write('x')\nfrom sqlalchemy.orm import Session\n")
+    run_cli("app", cwd=project)
+    assert not marker.exists()
+
+
+def test_internal_error_in_one_file_spares_the_others(run_cli, project: Path, monkeypatch) -> None:
+    from sessionlint.rules import session_not_closed
+
+    original = session_not_closed.SessionNotClosed.check
+
+    def flaky(self, model):
+        if model.summary.name.endswith("clean"):
+            raise RuntimeError("boom")
+        return original(self, model)
+
+    monkeypatch.setattr(session_not_closed.SessionNotClosed, "check", flaky)
+    code, out, err = run_cli("app", cwd=project)
+    assert code == 2
+    assert "app/leak.py:5:9: SES101" in out
+    assert "app/clean.py: error: internal error: RuntimeError: boom" in err
