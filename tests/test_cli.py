@@ -61,6 +61,18 @@ def test_json_shape(run_cli, project: Path) -> None:
                  "scope": {"qualname": "load", "start_line": 4, "end_line": 6}}
 
 
+def test_sarif_and_github(run_cli, project: Path) -> None:
+    code, out, _ = run_cli("--format", "sarif", "app", cwd=project)
+    doc = json.loads(out)
+    assert doc["version"] == "2.1.0"
+    (result,) = doc["runs"][0]["results"]
+    assert result["ruleId"] == "SES101"
+    region = result["locations"][0]["physicalLocation"]["region"]
+    assert (region["startLine"], region["startColumn"]) == (5, 9)
+    code, out, _ = run_cli("--format", "github", "app", cwd=project)
+    assert out.startswith("::error file=app/leak.py,line=5,col=9,")
+
+
 @pytest.mark.parametrize("flag", [("--ignore", "SES101"), ("--ignore", "SES1"), ("--ignore", "session-not-closed"),
                                   ("--select", "SES102")])
 def test_select_ignore(run_cli, project: Path, flag: tuple[str, str]) -> None:

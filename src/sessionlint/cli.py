@@ -42,7 +42,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path())
-@click.option("--format", "output_format", type=click.Choice(["text", "json", "github"]), default="text",
+@click.option("--format", "output_format", type=click.Choice(["text", "json", "sarif", "github"]), default="text",
               show_default=True, help="Output format.")
 @click.option("--select", multiple=True, help="Rules to run: codes, prefixes (SES1) or names; comma-separated.")
 @click.option("--extend-select", multiple=True, help="Rules to run in addition to the selected ones.")
@@ -61,7 +61,7 @@ def check(paths: tuple[str, ...], output_format: str, select: tuple[str, ...], e
     """Analyse PATHS (files or folders; default: the current folder)."""
     from . import config as cfg
     from .engine import check_paths
-    from .findings import render_github, render_json, render_text
+    from .findings import render_github, render_json, render_sarif, render_text
 
     targets = paths or (".",)
     try:
@@ -88,6 +88,8 @@ def check(paths: tuple[str, ...], output_format: str, select: tuple[str, ...], e
         return
     if output_format == "json":
         click.echo(render_json(result.findings, result.errors), nl=False)
+    elif output_format == "sarif":
+        click.echo(render_sarif(result.findings, result.errors), nl=False)
     elif output_format == "github":
         click.echo(render_github(result.findings), nl=False)
     else:

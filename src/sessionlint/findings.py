@@ -69,3 +69,44 @@ def render_github(findings: Sequence[Finding]) -> str:
         f"endColumn={f.end_column},title={f.code} {f.name}::{esc(f.message)}\n"
         for f in findings
     )
+
+
+def render_sarif(findings: Sequence[Finding], errors: Iterable[FileError]) -> str:
+    """SARIF 2.1.0, one run, rules described from the registry."""
+    from . import registry
+
+    codes = sorted({f.code for f in findings})
+    rules = []
+    for code in codes:
+        rule = registry.BY_CODE.get(code)
+        rules.append({
+            "id": code,
+            "name": registry.code_name(code),
+            "shortDescription": {"text": rule.message if rule else "File could not be parsed"},
+            "help": {"text": rule.hint if rule else ""},
+        })
+    results = [{
+        "ruleId": f.code,
+        "level": "error" if f.code == registry.PARSE_ERROR_CODE else "warning",
+        "message": {"text": f.message},
+        "locations": [{
+            "physicalLocation": {
+                "artifactLocation": {"uri": f.path.replace("\\", "/")},
+                "region": {"startLine": f.line, "startColumn": f.column,
+                           "endLine": f.end_line, "endColumn": f.end_column},
+            },
+            "logicalLocations": [{"fullyQualifiedName": f.scope_qualname, "kind": "function"}],
+        }],
+    } for f in findings]
+    notifications = [{"level": "error", "message": {"text": f"{e.path}: {e.message}"}} for e in errors]
+    doc = {
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {"name": "sessionlint", "version": __version__, "rules": rules}},
+            "results": results,
+            "invocations": [{"executionSuccessful": not notifications,
+                             "toolExecutionNotifications": notifications}],
+        }],
+    }
+    return json.dumps(doc, indent=2) + "\n"
