@@ -56,6 +56,8 @@ class CloseNotGuaranteed(Rule):
 
     def check(self, model: FileModel) -> Iterator[Report]:
         for info, life in model.lifecycles():
+            # an unprotected yield is SES103's finding; the same session is not reported twice
+            provided = {y.name for y in life.yields if not y.protected}
             for res in life.resources:
-                if res.leaks_exc and not res.leaks_normal:
+                if res.leaks_exc and not res.leaks_normal and res.name not in provided:
                     yield Report(res.node, {"kind": res.kind_word, "receiver": res.receiver}, info.node)

@@ -22,32 +22,40 @@ class SessionNotClosed(Rule):
     passes it to a function of the project that closes it. Passing it to any other call is a
     loan: the caller still owns it. A session rebound or deleted while open is lost too.
 
+    A session that has not run SQL on a path holds nothing yet (autobegin has not begun), so an
+    early return before its first use is not reported; a connection holds its pooled connection
+    from `engine.connect()` on.
+
     ## Example
     ```python
     from sqlalchemy.orm import Session
 
-    def count_users(engine):
+    def active_user_names(engine, limit):
         session = Session(engine)
-        if engine is None:
-            return 0
-        total = session.execute("SELECT count(*) FROM users").scalar()
+        users = session.scalars(select(User).where(User.active)).all()
+        if not users:
+            return []
+        names = [u.name for u in users[:limit]]
         session.close()
-        return total
+        return names
     ```
 
     Use instead:
     ```python
     from sqlalchemy.orm import Session
 
-    def count_users(engine):
+    def active_user_names(engine, limit):
         with Session(engine) as session:
-            return session.execute("SELECT count(*) FROM users").scalar()
+            users = session.scalars(select(User).where(User.active)).all()
+            return [u.name for u in users[:limit]]
     ```
 
     ## Known problems
     Ownership that depends on a value the analysis cannot follow (`session = session or
-    Session()`, a session created under one condition and closed under a different one) is
-    not tracked, so those functions are never reported. Module-level code is not analysed:
+    Session()`, a session created under one condition and closed under an unrelated one) is
+    not tracked, so those functions are never reported. A session that is only read through
+    ORM instances after its last method call (expired attributes refresh and begin a new
+    transaction) is judged by its method calls alone. Module-level code is not analysed:
     scripts end with the process.
 
     ## References

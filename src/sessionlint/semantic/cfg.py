@@ -42,6 +42,9 @@ class Frame:
     finalbody: Optional[cst.BaseSuite] = None
     copies: dict[str, int] = field(default_factory=dict)
     suppressed: list[Pred] = field(default_factory=list)
+    # try: a handler takes BaseException (GeneratorExit at a yield passes `except Exception`);
+    # suppress: it names Exception/BaseException, so nothing it may see gets past it
+    catches_all: bool = False
 
 
 @dataclass
@@ -54,6 +57,7 @@ class CFG:
 
 _CATCH_ALL = {"Exception", "BaseException", "builtins.Exception", "builtins.BaseException"}
 _SUPPRESS = {"suppress", "contextlib.suppress"}
+_BASE = {"BaseException", "builtins.BaseException", "GeneratorExit"}
 
 
 def may_raise(node: cst.CSTNode) -> bool:
@@ -94,18 +98,28 @@ class _Builder:
         nid = self._new(kind, ast)
         self._link(preds, nid)
         if raises if raises is not None else self.raises(ast):
-            self._link([(nid, EXC)], self._exc_target(len(self.frames)))
+            target = self._exc_target(len(self.frames))
+            self._link([(nid, EXC)], target)
+            if _has_yield(ast):
+                # GeneratorExit / a thrown-in BaseException passes `except Exception` handlers
+                outer = self._exc_target(len(self.frames), base_exception=True)
+                if outer != target:
+                    self._link([(nid, EXC)], outer)
         return nid
 
     # ---- jumps through finally --------------------------------------------------------
-    def _exc_target(self, depth: int) -> int:
+    def _exc_target(self, depth: int, base_exception: bool = False) -> int:
         for i in range(depth - 1, -1, -1):
             frame = self.frames[i]
             if frame.kind == "try":
+                if base_exception and not frame.catches_all:
+                    continue
                 return frame.target
             if frame.kind == "suppress":
                 join = self._new(JOIN)
                 frame.suppressed.append((join, NEXT))
+                if not frame.catches_all:  # `suppress(KeyError)` lets the rest through
+                    self._link([(join, EXC)], self._exc_target(i, base_exception))
                 return join
             if frame.kind == "finally":
                 return self._finally_copy(i, EXC)
@@ -222,16 +236,26 @@ class _Builder:
         return out
 
     def _loop(self, stmt: Union[cst.For, cst.While], preds: list[Pred]) -> list[Pred]:
+        entries: list[Pred]
         if isinstance(stmt, cst.For):
             head = self._emit(LOOP, stmt, [], raises=self.raises(stmt.iter))
             infinite = False
+            if _non_empty_literal(stmt.iter):
+                # `for s in (src, dst):` runs its body at least once: the first entry cannot
+                # take the exit edge
+                first = self._emit(LOOP, stmt, preds, raises=self.raises(stmt.iter))
+                entries = [(first, TRUE), (head, TRUE)]
+            else:
+                self._link(preds, head)
+                entries = [(head, TRUE)]
         else:
             head = self._emit(COND, stmt.test, [])
             infinite = _is_true(stmt.test)
-        self._link(preds, head)
+            self._link(preds, head)
+            entries = [(head, TRUE)]
         frame = Frame("loop", target=head)
         self.frames.append(frame)
-        body_out = self._suite(stmt.body, [(head, TRUE)])
+        body_out = self._suite(stmt.body, entries)
         self.frames.pop()
         self._link(body_out, head)
         out: list[Pred] = []
@@ -243,12 +267,13 @@ class _Builder:
         return out + frame.breaks
 
     def _with(self, stmt: cst.With, preds: list[Pred]) -> list[Pred]:
-        nid = self._emit(WITH, stmt, preds, raises=True)
-        suppress = any(
-            isinstance(item.item, cst.Call) and dotted(item.item.func) in _SUPPRESS for item in stmt.items
-        )
-        if suppress:
-            frame = Frame("suppress")
+        suppressors = [item.item for item in stmt.items
+                       if isinstance(item.item, cst.Call) and dotted(item.item.func) in _SUPPRESS]
+        # entering a context manager runs its __enter__, which may raise; suppress() cannot
+        nid = self._emit(WITH, stmt, preds, raises=len(suppressors) < len(stmt.items))
+        if suppressors:
+            names = {dotted(a.value) for call in suppressors for a in call.args}  # type: ignore[union-attr]
+            frame = Frame("suppress", catches_all=bool(names & _CATCH_ALL))
             self.frames.append(frame)
             out = self._suite(stmt.body, [(nid, NEXT)])
             self.frames.pop()
@@ -263,7 +288,8 @@ class _Builder:
         handler_out: list[Pred] = []
         if stmt.handlers:
             dispatch = self._new(JOIN)
-            self.frames.append(Frame("try", target=dispatch))
+            self.frames.append(Frame("try", target=dispatch,
+                                     catches_all=any(_catches_base(h) for h in stmt.handlers)))
             out = self._suite(stmt.body, preds)
             self.frames.pop()
             caught_all = False
@@ -275,6 +301,7 @@ class _Builder:
                     break
             if not caught_all:
                 self._link([(dispatch, EXC)], self._exc_target(len(self.frames)))
+
         else:
             out = self._suite(stmt.body, preds)
         if stmt.orelse is not None:
@@ -290,6 +317,26 @@ class _Builder:
         return out
 
 
+def _catches_base(handler: Union[cst.ExceptHandler, cst.ExceptStarHandler]) -> bool:
+    if handler.type is None:
+        return True
+    types = handler.type.elements if isinstance(handler.type, cst.Tuple) else [handler.type]
+    return any(dotted(t.value if isinstance(t, cst.BaseElement) else t) in _BASE  # type: ignore[arg-type]
+               for t in types)
+
+
+def _has_yield(node: cst.CSTNode) -> bool:
+    stack: list[cst.CSTNode] = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, cst.Yield):
+            return True
+        if isinstance(n, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+            continue
+        stack.extend(children(n))
+    return False
+
+
 def _catches_all(handler: Union[cst.ExceptHandler, cst.ExceptStarHandler]) -> bool:
     if handler.type is None:
         return True
@@ -299,6 +346,10 @@ def _catches_all(handler: Union[cst.ExceptHandler, cst.ExceptStarHandler]) -> bo
         if dotted(value) in _CATCH_ALL:  # type: ignore[arg-type]
             return True
     return False
+
+
+def _non_empty_literal(node: cst.BaseExpression) -> bool:
+    return isinstance(node, (cst.Tuple, cst.List, cst.Set)) and bool(node.elements)
 
 
 def _is_true(test: cst.BaseExpression) -> bool:

@@ -74,6 +74,7 @@ class ClassSummary:
     # attribute -> annotation (class-level `x: T` or `self.x = param` of an annotated param)
     annotations: dict[str, IR] = field(default_factory=dict)
     methods: set[str] = field(default_factory=set)
+    bases: list[IR] = field(default_factory=list)
 
 
 @dataclass
@@ -106,6 +107,8 @@ class FunctionInfo:
     # call expressions that may create a session: bound to a name, or used as a receiver
     bound_calls: list[tuple[str, cst.BaseExpression]] = field(default_factory=list)
     receiver_calls: list[cst.Call] = field(default_factory=list)
+    # (outer call, argument call): `read_sql(q, engine.connect())` hands a new session to a call
+    argument_calls: list[tuple[cst.Call, cst.BaseExpression]] = field(default_factory=list)
 
 
 def resolve_relative(package: str, level: int, module: Optional[str]) -> str:
@@ -140,6 +143,7 @@ class FactsCollector(FastVisitor):
 
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
         cls = ClassSummary(self._qualname(node.name.value))
+        cls.bases = [to_ir(b.value) for b in node.bases if b.keyword is None]
         self.summary.classes[cls.qualname] = cls
         self._stack.append(cls)
 
@@ -273,16 +277,29 @@ class FactsCollector(FastVisitor):
 
     def _candidate(self, target: cst.BaseExpression, value: Optional[cst.BaseExpression]) -> None:
         fn = self._function()
-        if fn is None or self._lambdas or not isinstance(target, cst.Name):
+        if fn is None or self._lambdas or value is None:
+            return
+        if isinstance(target, (cst.Tuple, cst.List)) and isinstance(value, (cst.Tuple, cst.List)) \
+                and len(target.elements) == len(value.elements):
+            for t_el, v_el in zip(target.elements, value.elements):  # `src, dst = A(), B()`
+                self._candidate(t_el.value, v_el.value)
+            return
+        if not isinstance(target, cst.Name):
             return
         inner = value.expression if isinstance(value, cst.Await) else value
-        if isinstance(inner, cst.Call):
-            fn.bound_calls.append((target.value, value))  # type: ignore[arg-type]
+        if isinstance(inner, (cst.Call, cst.IfExp)):
+            fn.bound_calls.append((target.value, value))
 
     def visit_Assign(self, node: cst.Assign) -> None:
+        stored = any(not isinstance(t.target, (cst.Name, cst.Tuple, cst.List)) for t in node.targets)
+        fn = self._function()
+        if fn is not None:
+            stored = stored or any(isinstance(t.target, cst.Name) and t.target.value in fn.globals
+                                   for t in node.targets)
         for t in node.targets:
             self._bind(t.target, node.value)
-            self._candidate(t.target, node.value)
+            if not stored:  # `self.s = s = Session()`: stored, so handed over
+                self._candidate(t.target, node.value)
 
     def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
         self._bind(node.target, node.value, node.annotation)
@@ -295,6 +312,13 @@ class FactsCollector(FastVisitor):
     def visit_WithItem(self, node: cst.WithItem) -> None:
         self._with_items += 1
         fn = self._function()
+        if fn is not None:
+            target = node.item
+            if isinstance(target, cst.Call) and dotted(target.func) in ("closing", "contextlib.closing") \
+                    and target.args:
+                target = target.args[0].value
+            if isinstance(target, cst.Name) and target.value in fn.summary.params:
+                fn.summary.closes_params.add(target.value)  # `with session:` closes it
         if fn is not None and node.asname is not None and isinstance(node.asname.name, cst.Name):
             # `with engine_scope() as engine`: the name holds what the context manager enters
             item = to_ir(node.item)
@@ -338,9 +362,14 @@ class FactsCollector(FastVisitor):
 
     def visit_Call(self, node: cst.Call) -> None:
         fn = self._function()
-        if fn is None or not isinstance(node.func, cst.Attribute):
+        if fn is None:
             return
-        if node.func.attr.value in STORE_METHODS:
+        if not self._lambdas and not self._with_items:
+            for arg in node.args:
+                inner = arg.value.expression if isinstance(arg.value, cst.Await) else arg.value
+                if isinstance(inner, cst.Call):
+                    fn.argument_calls.append((node, inner))
+        if isinstance(node.func, cst.Attribute) and node.func.attr.value in STORE_METHODS:
             for arg in node.args:
                 self._note_store(arg.value)
 

@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Optional
 import libcst as cst
 
 from .facts import ClassSummary, FunctionSummary, ModuleSummary
-from .ir import IR, dotted_ir, parse_ir, to_ir
+from .ir import IR, NONE_IR, dotted_ir, parse_ir, to_ir
 from .values import ANNOTATIONS, CATALOGUE, Kind, Own, Value, connection, session
 
 _IN_PROGRESS = object()
@@ -50,10 +50,25 @@ class Vocabulary:
     closers: tuple[str, ...] = ()
 
 
-def merge(values: Iterable[Optional[Value]]) -> Optional[Value]:
-    """The one value all known candidates agree on, else unknown."""
+def merge(values: Iterable[Optional[Value]], strict: bool = False) -> Optional[Value]:
+    """The one value all known candidates agree on, else unknown.
+
+    With `strict`, a session or connection must be the only candidate: who owns it depends on
+    every value (`return session` beside `return Factory()` is a get-or-create, not a factory).
+    """
+    values = list(values)
     known = {v for v in values if v is not None}
-    return known.pop() if len(known) == 1 else None
+    if len(known) != 1:
+        return None
+    value = known.pop()
+    if strict and value.is_session_like and len(values) != sum(1 for v in values if v is not None):
+        return None
+    return value
+
+
+def _real(irs: Iterable[IR]) -> list[IR]:
+    """Candidate values without the literal `None` (a placeholder, not an alternative)."""
+    return [ir for ir in irs if ir != NONE_IR]
 
 
 class ProjectIndex:
@@ -147,7 +162,7 @@ class ProjectIndex:
                 if name in fs.local_imports:
                     return self.dotted_value(fs.local_imports[name])
                 if name in fs.assigns:
-                    return merge(self.eval_ir(t, scope) for t in fs.assigns[name])
+                    return merge((self.eval_ir(t, scope) for t in _real(fs.assigns[name])), strict=True)
                 outer = scope.function.rpartition(".<locals>.")[0]
                 if outer:
                     return self.lookup(name, Scope(scope.module, outer))
@@ -179,13 +194,13 @@ class ProjectIndex:
         scope = Scope(module, qualname, class_qualname, self_name)
         produced: Optional[Value]
         if fs.is_generator:
-            produced = merge(self.eval_ir(t, scope) for t in fs.yields)
+            produced = merge((self.eval_ir(t, scope) for t in _real(fs.yields)), strict=True)
             if produced is not None and produced.kind in _PRODUCIBLE:
                 if produced.is_session_like:
                     produced = produced.with_own(Own.MANAGED)
                 return Value(Kind.PROVIDER, produced.is_async, ref=ref, produces=produced)
             return Value(Kind.FUNCTION, ref=ref)
-        produced = merge(self.eval_ir(t, scope) for t in fs.returns)
+        produced = merge((self.eval_ir(t, scope) for t in _real(fs.returns)), strict=True)
         if produced is None and fs.return_annotation is not None:
             # `-> Engine` / `-> sessionmaker` say what comes back; `-> Session` does not say
             # whether the caller owns it, so session annotations are not used here
@@ -278,14 +293,15 @@ class ProjectIndex:
     def call(self, func: Value, args: tuple, scope: Scope) -> Optional[Value]:
         kind, a = func.kind, func.is_async
         if kind in (Kind.SESSION_CLASS, Kind.FACTORY):
-            if self._bound_to_connection(kind, args, scope):
+            if func.on_connection or self._bound_to_connection(kind, args, scope):
                 # joins a connection somebody else owns (Alembic's, a test's outer transaction)
                 return session(a, Own.BORROWED)
             return session(a, Own.OWNED)
         if kind is Kind.FACTORY_BEGIN:
             return session(a, Own.MANAGED)
         if kind is Kind.FACTORY_MAKER:
-            return Value(Kind.FACTORY, a)
+            # `sessionmaker(bind=op.get_bind())` makes sessions on somebody else's connection
+            return Value(Kind.FACTORY, a, on_connection=self._bound_to_connection(kind, args, scope))
         if kind is Kind.REGISTRY_MAKER:
             return Value(Kind.REGISTRY, a, Own.SCOPED)
         if kind is Kind.REGISTRY:
@@ -301,9 +317,27 @@ class ProjectIndex:
         if kind is Kind.CLOSING:
             return self.eval_ir(args[0][1], scope) if args else None
         if kind is Kind.CLASS:
+            base = self._session_base(func.ref)
+            if base is not None:  # `class TenantSession(Session)`
+                return self.call(base, args, scope)
             return Value(Kind.INSTANCE, ref=func.ref)
         if kind is Kind.METHOD:
             return _method_result(func)
+        return None
+
+    def _session_base(self, ref: str, depth: int = 0) -> Optional[Value]:
+        mod, _, qual = ref.partition(":")
+        cls = self.modules[mod].classes.get(qual) if mod in self.modules else None
+        if cls is None or depth > 5:
+            return None
+        for base_ir in cls.bases:
+            base = self.eval_ir(base_ir, Scope(mod))
+            if base is not None and base.kind is Kind.SESSION_CLASS:
+                return base
+            if base is not None and base.kind is Kind.CLASS:
+                found = self._session_base(base.ref, depth + 1)
+                if found is not None:
+                    return found
         return None
 
     def _bound_to_connection(self, kind: Kind, args: tuple, scope: Scope) -> bool:

@@ -30,6 +30,7 @@ class Kind(enum.Enum):
     SESSION_FUNCTION = "session-function"  # project function whose result is known (`produces`)
     FUNCTION = "function"  # any other project function (its summary may close/store params)
     CLOSER = "closer"  # configured helper that closes the session passed to it
+    CLOSE_ALL = "close-all"  # sqlalchemy.orm.close_all_sessions
     MODULE = "module"
     CLASS = "class"
     INSTANCE = "instance"  # `self` inside a method of a project class
@@ -56,6 +57,8 @@ class Value:
     produces: Optional["Value"] = None
     # for MODULE / CLASS / INSTANCE / FUNCTION: what it refers to ("module" or "module:qualname")
     ref: str = ""
+    # for FACTORY: bound to a connection somebody else owns, so its sessions are borrowed
+    on_connection: bool = False
 
     @property
     def is_session_like(self) -> bool:
@@ -121,6 +124,11 @@ _register(["contextlib.closing"], Value(Kind.CLOSING))
 # Alembic hands migrations the connection it owns; a session bound to it owns nothing.
 _register(["alembic.op.get_bind", "alembic.context.get_bind"],
           Value(Kind.SESSION_FUNCTION, produces=Value(Kind.CONNECTION, own=Own.BORROWED)))
+# Celery's database backend: rolls back and closes the session it is given, in a finally.
+_register(["celery.backends.database.session.session_cleanup"], Value(Kind.CLOSER))
+# Closes every session in memory.
+_register(["sqlalchemy.orm.close_all_sessions", "sqlalchemy.orm.session.close_all_sessions"],
+          Value(Kind.CLOSE_ALL))
 # The transaction manager closes the sessions registered with it.
 _register(["zope.sqlalchemy.register", "zope.sqlalchemy.datamanager.register"], Value(Kind.CLOSER))
 
