@@ -30,8 +30,10 @@ def package_root(path: Path) -> Path:
 
 
 class DiskLoader:
-    def __init__(self, roots: Iterable[Path]) -> None:
+    def __init__(self, roots: Iterable[Path], skip: Iterable[str] = ()) -> None:
         self.roots = tuple(dict.fromkeys(Path(r) for r in roots))
+        # files of the run that the pre-filter passed over: they define no session names
+        self.skip = frozenset(skip)
         self._cache: dict[str, Optional[ModuleSummary]] = {}
         self._loads = 0
 
@@ -45,6 +47,8 @@ class DiskLoader:
                 continue
             for candidate in (root / rel.with_suffix(".py"), root / rel / "__init__.py"):
                 if candidate.is_file() and self._loads < _MAX_LOADS:
+                    if str(candidate.absolute()) in self.skip:
+                        return None
                     self._loads += 1
                     summary = self._summary(candidate, module)
                     self._cache[module] = summary

@@ -89,9 +89,13 @@ class Worker:
         self.waiting = still
         return summaries, broken, errors
 
+    def pending(self) -> list[str]:
+        """Files of this share the pre-filter passed over."""
+        return [str(f.path.absolute()) for f, _ in self.waiting]
+
     def analyse(self, summaries: Sequence[ModuleSummary], codes: Sequence[str],
-                roots: Sequence[str]) -> tuple[list[Finding], list[FileError]]:
-        index = ProjectIndex(summaries, vocabulary(self.settings), DiskLoader(Path(r) for r in roots))
+                roots: Sequence[str], skipped: Sequence[str]) -> tuple[list[Finding], list[FileError]]:
+        index = ProjectIndex(summaries, vocabulary(self.settings), DiskLoader((Path(r) for r in roots), skipped))
         findings: list[Finding] = []
         errors: list[FileError] = []
         for p in self.parsed:
@@ -228,8 +232,13 @@ def _orchestrate(handles: list[Any], shares: list[list[SourceFile]],
     if registry.PARSE_ERROR_CODE not in codes:
         findings = [f for f in findings if f.code != registry.PARSE_ERROR_CODE]
     roots = sorted({str(package_root(f.path)) for share in shares for f in share})
+    skipped: list[str] = []
     for h in handles:
-        h.send("analyse", summaries, codes, roots)
+        h.send("pending")
+    for h in handles:
+        skipped.extend(h.receive())
+    for h in handles:
+        h.send("analyse", summaries, codes, roots, skipped)
     for h in handles:
         found, errs = h.receive()
         findings.extend(found)
