@@ -29,6 +29,10 @@ class Settings:
     factories: tuple[str, ...] = ()
     providers: tuple[str, ...] = ()
     closers: tuple[str, ...] = ()
+    # "may-commit" (default) or "no-commit": a callee must not commit what it was given (SES203)
+    borrowed_sessions: str = "may-commit"
+    # per-rule options: ((rule name, ((key, values), ...)), ...)
+    options: tuple[tuple[str, tuple[tuple[str, tuple[str, ...]], ...]], ...] = ()
     root: Path = field(default_factory=Path.cwd)
     source: Optional[Path] = None
 
@@ -39,18 +43,25 @@ class Settings:
             rule = registry.BY_CODE.get(code)
             name = registry.code_name(code)
             default_on = rule.default_enabled if rule else True
+            if rule is not None and rule.name == "commit-in-borrowed-session" and \
+                    self.borrowed_sessions == "no-commit":
+                default_on = True
             if rule is not None and rule.preview and not self.preview:
                 continue
             if registry.selected(code, name, self.select + self.extend_select, self.ignore, default_on):
                 chosen.append(code)
         return tuple(chosen)
 
+    def rule_options(self) -> dict[str, dict[str, list[str]]]:
+        return {rule: {key: list(values) for key, values in table} for rule, table in self.options}
+
     def with_overrides(self, **changes: Any) -> "Settings":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
 _LIST_KEYS = {"select", "extend-select", "ignore", "exclude", "factories", "providers", "closers"}
-_KNOWN = _LIST_KEYS | {"per-file-ignores", "preview", "options"}
+_KNOWN = _LIST_KEYS | {"per-file-ignores", "preview", "options", "borrowed-sessions"}
+_POLICIES = ("may-commit", "no-commit")
 
 
 def find_pyproject(start: Path) -> Optional[Path]:
@@ -107,13 +118,28 @@ def _from_table(table: dict[str, Any], path: Path) -> Settings:
                 check_selectors(items, f"{where}.{glob}")
                 pfi.append((glob, tuple(items)))
             values["per_file_ignores"] = tuple(pfi)
+        elif key == "borrowed-sessions":
+            if value not in _POLICIES:
+                raise ConfigError(f"{where}: expected one of {', '.join(_POLICIES)}")
+            values["borrowed_sessions"] = value
         elif key == "options":
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: expected a table of rule-name tables")
-            for rule_name in value:
-                if rule_name not in registry.BY_NAME:
+            tables = []
+            for rule_name, table in sorted(value.items()):
+                rule = registry.BY_NAME.get(rule_name)
+                if rule is None:
                     raise ConfigError(f"{where}.{rule_name}: unknown rule")
-                raise ConfigError(f"{where}.{rule_name}: rule {rule_name} has no options")
+                if not isinstance(table, dict):
+                    raise ConfigError(f"{where}.{rule_name}: expected a table")
+                entries = []
+                for opt, opt_value in sorted(table.items()):
+                    if opt not in rule.option_names:
+                        known = ", ".join(rule.option_names) or "none"
+                        raise ConfigError(f"{where}.{rule_name}.{opt}: unknown option (known: {known})")
+                    entries.append((opt, tuple(_string_list(opt_value, f"{where}.{rule_name}.{opt}"))))
+                tables.append((rule_name, tuple(entries)))
+            values["options"] = tuple(tables)
     return Settings(root=path.parent, source=path, **values)
 
 

@@ -56,9 +56,10 @@ def session_names(index: ProjectIndex, summaries: Iterable[ModuleSummary]) -> se
     return names
 
 
-def analyse(p: Parsed, index: ProjectIndex, codes: Sequence[str], apply_noqa: bool = True) -> list[Finding]:
+def analyse(p: Parsed, index: ProjectIndex, codes: Sequence[str], apply_noqa: bool = True,
+            options: Optional[dict[str, dict[str, list[str]]]] = None) -> list[Finding]:
     """Run the selected rules on one parsed file; noqa applied, positions resolved."""
-    model = FileModel(p.module, p.summary, p.functions, index)
+    model = FileModel(p.module, p.summary, p.functions, index, options or {})
     reports = []
     for code in codes:
         rule_cls = registry.BY_CODE.get(code)
@@ -146,7 +147,7 @@ def check_source(source: Union[str, bytes], path: str = "<string>", settings: Op
 
         loader = DiskLoader([package_root(Path(path))])
     index = ProjectIndex([result.summary], vocabulary(settings), loader)
-    return sorted(analyse(result, index, codes, noqa_applied), key=Finding.sort_key)
+    return sorted(analyse(result, index, codes, noqa_applied, settings.rule_options()), key=Finding.sort_key)
 
 
 def default_jobs() -> int:

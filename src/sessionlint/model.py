@@ -6,9 +6,11 @@ from typing import Iterator, Optional
 
 import libcst as cst
 
+from .semantic import cfg
 from .semantic.facts import FunctionInfo, ModuleSummary
 from .semantic.index import ProjectIndex, Scope
 from .semantic.lifecycle import Lifecycle, analyse
+from .semantic.operations import Operations, collect_operations
 
 
 @dataclass
@@ -17,7 +19,14 @@ class FileModel:
     summary: ModuleSummary
     functions: list[FunctionInfo]
     index: ProjectIndex
+    rule_options: dict[str, dict[str, object]] = field(default_factory=dict)
     _lifecycles: Optional[list[tuple[FunctionInfo, Lifecycle]]] = field(default=None, repr=False)
+    _operations: dict[int, Operations] = field(default_factory=dict, repr=False)
+    _graphs: dict[int, cfg.CFG] = field(default_factory=dict, repr=False)
+
+    def options(self, rule: object) -> dict[str, list[str]]:
+        """The rule's `[tool.sessionlint.options.<rule-name>]` table."""
+        return self.rule_options.get(getattr(rule, "name", ""), {})  # type: ignore[return-value]
 
     def scope_of(self, info: FunctionInfo) -> Scope:
         return Scope(self.summary.name, info.qualname, info.class_qualname, info.self_name)
@@ -25,5 +34,21 @@ class FileModel:
     def lifecycles(self) -> Iterator[tuple[FunctionInfo, Lifecycle]]:
         """Each function with the lifecycle of the sessions it owns (computed on first use)."""
         if self._lifecycles is None:
-            self._lifecycles = [(info, analyse(info, self.index, self.scope_of(info))) for info in self.functions]
+            self._lifecycles = [(info, analyse(info, self.index, self.scope_of(info), lambda i=info: self.graph(i)))
+                                for info in self.functions]
         return iter(self._lifecycles)
+
+    def operations(self) -> Iterator[tuple[FunctionInfo, Operations]]:
+        """Each function with the session method calls in it (computed on first use)."""
+        for info in self.functions:
+            ops = self._operations.get(id(info.node))
+            if ops is None:
+                ops = self._operations[id(info.node)] = collect_operations(info, self.index, self.scope_of(info))
+            yield info, ops
+
+    def graph(self, info: FunctionInfo) -> cfg.CFG:
+        """The function's flow graph, built once for all rules that need it."""
+        graph = self._graphs.get(id(info.node))
+        if graph is None:
+            graph = self._graphs[id(info.node)] = cfg.build(info.node)
+        return graph

@@ -5,6 +5,11 @@ from typing import Iterable, Optional
 
 from .rule import Rule
 from .rules.close_not_guaranteed import CloseNotGuaranteed
+from .rules.commit_in_borrowed_session import CommitInBorrowedSession
+from .rules.commit_in_loop import CommitInLoop
+from .rules.commit_under_transaction_manager import CommitUnderTransactionManager
+from .rules.missing_rollback import MissingRollback
+from .rules.nested_session_in_borrowed import NestedSessionInBorrowed
 from .rules.provider_without_finally import ProviderWithoutFinally
 from .rules.session_not_closed import SessionNotClosed
 
@@ -12,7 +17,9 @@ from .rules.session_not_closed import SessionNotClosed
 PARSE_ERROR_CODE = "SES001"
 PARSE_ERROR_NAME = "syntax-error"
 
-RULES: tuple[type[Rule], ...] = (SessionNotClosed, CloseNotGuaranteed, ProviderWithoutFinally)
+RULES: tuple[type[Rule], ...] = (SessionNotClosed, CloseNotGuaranteed, ProviderWithoutFinally, CommitInLoop,
+                                 MissingRollback, CommitInBorrowedSession, NestedSessionInBorrowed,
+                                 CommitUnderTransactionManager)
 BY_CODE: dict[str, type[Rule]] = {r.code: r for r in RULES}
 BY_NAME: dict[str, type[Rule]] = {r.name: r for r in RULES}
 ALL_CODES: tuple[str, ...] = (PARSE_ERROR_CODE,) + tuple(BY_CODE)

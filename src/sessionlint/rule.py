@@ -39,6 +39,8 @@ class Rule:
     preview: ClassVar[bool] = False
     # off unless selected explicitly (policy rules)
     default_enabled: ClassVar[bool] = True
+    # keys accepted under [tool.sessionlint.options.<rule-name>] (lists of strings)
+    option_names: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

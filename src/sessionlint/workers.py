@@ -100,7 +100,7 @@ class Worker:
         errors: list[FileError] = []
         for p in self.parsed:
             try:
-                findings.extend(analyse(p, index, codes))
+                findings.extend(analyse(p, index, codes, options=self.settings.rule_options()))
             except Exception as exc:  # report, and go on with the next file
                 errors.append(FileError(p.display, f"internal error: {type(exc).__name__}: {exc}"))
         return findings, errors

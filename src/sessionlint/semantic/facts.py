@@ -59,6 +59,10 @@ class FunctionSummary:
     is_async: bool = False
     closes_params: set[str] = field(default_factory=set)
     stores_params: set[str] = field(default_factory=set)
+    commits_params: set[str] = field(default_factory=set)
+    rollbacks_params: set[str] = field(default_factory=set)
+    # (callee, first argument name) of every `register(x, ...)`-like call: zope.sqlalchemy
+    register_calls: list[tuple[str, str]] = field(default_factory=list)
     local_imports: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -87,6 +91,7 @@ class ModuleSummary:
     annotations: dict[str, IR] = field(default_factory=dict)
     functions: dict[str, FunctionSummary] = field(default_factory=dict)
     classes: dict[str, ClassSummary] = field(default_factory=dict)
+    register_calls: list[tuple[str, str]] = field(default_factory=list)  # at module level
 
     @property
     def package(self) -> str:
@@ -355,13 +360,23 @@ class FactsCollector(FastVisitor):
         if isinstance(node.value, cst.Call) and not self._lambdas and not self._with_items \
                 and node.attr.value not in CLOSE_METHODS:
             fn.receiver_calls.append(node.value)
-        if node.attr.value not in CLOSE_METHODS or not isinstance(node.value, cst.Name):
+        if not isinstance(node.value, cst.Name) or node.value.value not in fn.summary.params:
             return
-        if node.value.value in fn.summary.params:
-            fn.summary.closes_params.add(node.value.value)
+        attr, param = node.attr.value, node.value.value
+        if attr in CLOSE_METHODS:
+            fn.summary.closes_params.add(param)
+        elif attr == "commit":
+            fn.summary.commits_params.add(param)
+        elif attr == "rollback":
+            fn.summary.rollbacks_params.add(param)
 
     def visit_Call(self, node: cst.Call) -> None:
         fn = self._function()
+        callee = dotted(node.func)
+        if callee is not None and callee.rpartition(".")[2] == "register" and node.args and \
+                isinstance(node.args[0].value, cst.Name):
+            target = fn.summary.register_calls if fn is not None else self.summary.register_calls
+            target.append((callee, node.args[0].value.value))
         if fn is None:
             return
         if not self._lambdas and not self._with_items:

@@ -7,14 +7,14 @@ self-referencing assignment) resolves to unknown, which is the conservative answ
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Optional
 
 import libcst as cst
 
 from .facts import ClassSummary, FunctionSummary, ModuleSummary
 from .ir import IR, NONE_IR, dotted_ir, parse_ir, to_ir
-from .values import ANNOTATIONS, CATALOGUE, Kind, Own, Value, connection, session
+from .values import ANNOTATIONS, CATALOGUE, ZOPE_EXTENSION, ZOPE_REGISTER, Kind, Own, Value, connection, session
 
 _IN_PROGRESS = object()
 _MISSING = object()
@@ -170,6 +170,9 @@ class ProjectIndex:
         candidates: list[Optional[Value]] = []
         if name in module.bindings:
             candidates.extend(self.eval_ir(t, mscope) for t in module.bindings[name])
+            if module.register_calls and name in self.registered(module.register_calls, mscope):
+                # `register(DBSession)` at import time: the transaction manager commits
+                candidates = [replace(v, tm=True) if v is not None else None for v in candidates]
         if name in module.annotations:
             candidates.append(self.annotation(module.annotations[name], mscope))
         if name in module.functions:
@@ -212,6 +215,10 @@ class ProjectIndex:
                 produced = produced.with_own(Own.SCOPED)
             elif produced.is_session_like and produced.own is Own.MANAGED:
                 produced = None  # returns a context manager's session: not ours to judge
+            if produced is not None and produced.is_session_like and fs.register_calls and \
+                    any(ir is not None and ir[0] == "name" and ir[1] in self.registered(fs.register_calls, scope)
+                        for ir in fs.returns):
+                produced = replace(produced, tm=True)  # Pyramid's get_tm_session()
             if produced is not None:
                 return Value(Kind.SESSION_FUNCTION, produced.is_async, ref=ref, produces=produced)
         return Value(Kind.FUNCTION, ref=ref)
@@ -295,17 +302,20 @@ class ProjectIndex:
         if kind in (Kind.SESSION_CLASS, Kind.FACTORY):
             if func.on_connection or self._bound_to_connection(kind, args, scope):
                 # joins a connection somebody else owns (Alembic's, a test's outer transaction)
-                return session(a, Own.BORROWED)
-            return session(a, Own.OWNED)
+                return session(a, Own.BORROWED, func.tm)
+            return session(a, Own.OWNED, func.tm)
         if kind is Kind.FACTORY_BEGIN:
             return session(a, Own.MANAGED)
         if kind is Kind.FACTORY_MAKER:
             # `sessionmaker(bind=op.get_bind())` makes sessions on somebody else's connection
-            return Value(Kind.FACTORY, a, on_connection=self._bound_to_connection(kind, args, scope))
+            return Value(Kind.FACTORY, a, on_connection=self._bound_to_connection(kind, args, scope),
+                         tm=self._zope_extension(args, scope))
         if kind is Kind.REGISTRY_MAKER:
-            return Value(Kind.REGISTRY, a, Own.SCOPED)
+            factory = self.eval_ir(args[0][1], scope) if args and args[0][0] == "" else None
+            tm = self._zope_extension(args, scope) or (factory is not None and factory.tm)
+            return Value(Kind.REGISTRY, a, Own.SCOPED, tm=tm)
         if kind is Kind.REGISTRY:
-            return session(a, Own.SCOPED)
+            return session(a, Own.SCOPED, func.tm)
         if kind is Kind.ENGINE_MAKER:
             return Value(Kind.ENGINE, a)
         if kind is Kind.FSA_MAKER:
@@ -324,6 +334,24 @@ class ProjectIndex:
         if kind is Kind.METHOD:
             return _method_result(func)
         return None
+
+    def _zope_extension(self, args: tuple, scope: Scope) -> bool:
+        """`sessionmaker(extension=ZopeTransactionExtension())`: the old zope.sqlalchemy API."""
+        for keyword, value in args:
+            if keyword == "extension" and value is not None and value[0] == "call":
+                origin = dotted_ir(value[1])
+                if origin is not None and self._origin(origin, scope) in ZOPE_EXTENSION:
+                    return True
+        return False
+
+    def _origin(self, name: str, scope: Scope) -> str:
+        head, _, rest = name.partition(".")
+        origin = self.import_origin(head, scope)
+        return f"{origin}.{rest}" if rest else origin
+
+    def registered(self, register_calls: Iterable[tuple[str, str]], scope: Scope) -> set[str]:
+        """Names handed to `zope.sqlalchemy.register` by these calls."""
+        return {arg for callee, arg in register_calls if self._origin(callee, scope) in ZOPE_REGISTER}
 
     def _session_base(self, ref: str, depth: int = 0) -> Optional[Value]:
         mod, _, qual = ref.partition(":")

@@ -10,6 +10,7 @@ has not begun), so leaving it unclosed costs nothing and is not reported.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Optional
 
 import libcst as cst
 
@@ -59,11 +60,12 @@ def _resource(c: Creation) -> Resource:
     return Resource(c.id, c.node, c.name, c.value)
 
 
-def analyse(info: FunctionInfo, index: ProjectIndex, scope: Scope) -> Lifecycle:
+def analyse(info: FunctionInfo, index: ProjectIndex, scope: Scope,
+            graph: Optional[Callable[[], flow.CFG]] = None) -> Lifecycle:
     facts = FunctionFacts(info, index, scope)
     resources = [_resource(c) for c in facts.creations]
     if resources:
-        paths = PathAnalysis(facts, flow.build(info.node))
+        paths = PathAnalysis(facts, graph() if graph is not None else flow.build(info.node))
         paths.run()
         for res in resources:
             res.leaks_normal = any(dict(s.status).get(res.id) is Status.ACTIVE for s in paths.exit_states)

@@ -59,6 +59,8 @@ class Value:
     ref: str = ""
     # for FACTORY: bound to a connection somebody else owns, so its sessions are borrowed
     on_connection: bool = False
+    # for FACTORY / REGISTRY / SESSION: joined to a transaction manager (zope.sqlalchemy)
+    tm: bool = False
 
     @property
     def is_session_like(self) -> bool:
@@ -68,8 +70,8 @@ class Value:
         return replace(self, own=own)
 
 
-def session(is_async: bool, own: Own) -> Value:
-    return Value(Kind.SESSION, is_async, own)
+def session(is_async: bool, own: Own, tm: bool = False) -> Value:
+    return Value(Kind.SESSION, is_async, own, tm=tm)
 
 
 def connection(is_async: bool, own: Own) -> Value:
@@ -130,7 +132,10 @@ _register(["celery.backends.database.session.session_cleanup"], Value(Kind.CLOSE
 _register(["sqlalchemy.orm.close_all_sessions", "sqlalchemy.orm.session.close_all_sessions"],
           Value(Kind.CLOSE_ALL))
 # The transaction manager closes the sessions registered with it.
-_register(["zope.sqlalchemy.register", "zope.sqlalchemy.datamanager.register"], Value(Kind.CLOSER))
+ZOPE_REGISTER = ("zope.sqlalchemy.register", "zope.sqlalchemy.datamanager.register")
+ZOPE_EXTENSION = ("zope.sqlalchemy.ZopeTransactionExtension",
+                  "zope.sqlalchemy.datamanager.ZopeTransactionExtension")
+_register(list(ZOPE_REGISTER), Value(Kind.CLOSER))
 
 # Annotation targets: a parameter annotated with one of these holds a borrowed value.
 ANNOTATIONS: dict[str, Value] = {}

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from typing import Iterator
+
+import libcst as cst
+
+from ..model import FileModel
+from ..rule import Report, Rule
+from ..semantic import cfg as flow
+from ..semantic.transactions import (FAILING_METHODS, GraphIndex, catches_db_errors, inside_transaction_block,
+                                     mentions, node_code, recovers, reraises)
+from ..semantic.values import Kind, Own
+
+
+class MissingRollback(Rule):
+    """## What it does
+    Checks for `except` handlers that swallow a database error raised by a session operation
+    without rolling the session back, when the session is used again afterwards or handed back
+    to the caller.
+
+    ## Why is this bad?
+    When a flush or commit fails, the session's transaction is rolled back underneath it and
+    the session refuses any further work until `rollback()` is called: the next operation
+    raises `PendingRollbackError` ("This Session's transaction has been rolled back due to a
+    previous exception during flush"). On PostgreSQL a failed statement also aborts the
+    transaction (`current transaction is aborted, commands ignored until end of transaction
+    block`). Swallowing the error moves the failure to the next request or the next loop
+    iteration, far from its cause.
+
+    Not reported: handlers that re-raise, that call `rollback()` or `close()` (directly or
+    through a helper), handlers for errors that do not fail the transaction (`NoResultFound`,
+    `KeyError`), code inside `with session.begin()` or a `begin_nested()` savepoint, and scoped
+    sessions (`db.session`) that are not used again in the function (the framework's teardown
+    removes them).
+
+    ## Example
+    ```python
+    from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.orm import Session
+
+    def register(session: Session, email):
+        session.add(User(email=email))
+        try:
+            session.commit()
+        except IntegrityError:
+            log.warning("duplicate %s", email)
+        return session.query(User).filter_by(email=email).one()
+    ```
+
+    Use instead:
+    ```python
+    from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.orm import Session
+
+    def register(session: Session, email):
+        session.add(User(email=email))
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            log.warning("duplicate %s", email)
+        return session.query(User).filter_by(email=email).one()
+    ```
+
+    ## References
+    - [FAQ: "This Session's transaction has been rolled back due to a previous exception during flush"](https://docs.sqlalchemy.org/en/20/faq/sessions.html#this-session-s-transaction-has-been-rolled-back-due-to-a-previous-exception-during-flush-or-similar)
+    """
+
+    code = "SES202"
+    name = "missing-rollback"
+    message = "`except` swallows a failed `{receiver}.{method}()` without `{receiver}.rollback()`"
+    hint = "Call `{receiver}.rollback()` in the handler (or re-raise)"
+
+    def check(self, model: FileModel) -> Iterator[Report]:
+        for info, ops in model.operations():
+            scope = model.scope_of(info)
+            graph = None
+            reported: set[int] = set()
+            for op in ops.ops:
+                if op.method not in FAILING_METHODS or inside_transaction_block(op.context, op.receiver):
+                    continue
+                for tr, part in reversed(op.context.trys):
+                    if part != "body":
+                        continue
+                    catching = [h for h in tr.handlers if catches_db_errors(h, model.index, scope)]
+                    if not catching:
+                        continue  # the error goes on to an outer try
+                    handler = catching[0]
+                    if id(handler) not in reported and not reraises(handler) and \
+                            not recovers(handler, op.receiver, model.index, scope):
+                        if graph is None:
+                            graph = GraphIndex(model.graph(info))
+                        if _failed_session_survives(graph, handler, op.receiver, op.value.own, model, scope):
+                            reported.add(id(handler))
+                            yield Report(handler, {"receiver": op.receiver, "method": op.method}, info.node)
+                    break
+
+
+def _failed_session_survives(gi: GraphIndex, handler: cst.CSTNode, key: str, own: object,
+                             model: FileModel, scope: object) -> bool:
+    """After the handler: is the session used again, or handed back to the caller?"""
+    def recovered(node: flow.Node) -> bool:
+        code = node_code(node)
+        return code is not None and recovers(code, key, model.index, scope)  # type: ignore[arg-type]
+
+    reached = gi.reach(gi.nodes(handler), recovered)
+    for nid in reached:
+        code = node_code(gi.graph.nodes[nid])
+        if code is not None and not recovered(gi.graph.nodes[nid]) and mentions(code, key):
+            return True
+    return own is Own.BORROWED and gi.graph.exit in reached
