@@ -225,3 +225,47 @@ def test_internal_error_in_one_file_spares_the_others(run_cli, project: Path, mo
     assert code == 2
     assert "app/leak.py:5:9: SES101" in out
     assert "app/clean.py: error: internal error: RuntimeError: boom" in err
+
+
+BORROWED_COMMIT = """\
+from sqlalchemy.orm import Session
+
+
+def rename(session: Session, user, name):
+    user.name = name
+    session.commit()
+
+
+def run_batch(session: Session, rows):
+    session.commit()
+"""
+
+
+def test_borrowed_commit_is_off_by_default_and_on_by_policy(run_cli, project: Path) -> None:
+    (project / "app" / "crud.py").write_text(BORROWED_COMMIT)
+    assert "SES203" not in run_cli("app/crud.py", cwd=project)[1]
+    assert "SES203" not in run_cli("--select", "SES2", "app/crud.py", cwd=project)[1]  # prefix: no
+    assert run_cli("--select", "SES203", "app/crud.py", cwd=project)[1].count("SES203") == 2
+    (project / "pyproject.toml").write_text("[tool.sessionlint]\nborrowed-sessions = 'no-commit'\n")
+    out = run_cli("app/crud.py", cwd=project)[1]
+    assert "crud.py:6:5: SES203" in out and "crud.py:10:5: SES203" in out
+
+
+def test_rule_options_allow_list(run_cli, project: Path) -> None:
+    (project / "app" / "crud.py").write_text(BORROWED_COMMIT)
+    (project / "pyproject.toml").write_text(
+        "[tool.sessionlint]\nborrowed-sessions = 'no-commit'\n"
+        "[tool.sessionlint.options.commit-in-borrowed-session]\nallow = ['app.crud.run_*']\n")
+    out = run_cli("app/crud.py", cwd=project)[1]
+    assert "crud.py:6:5: SES203" in out and ":10:" not in out
+
+
+@pytest.mark.parametrize("body, needle", [
+    ("[tool.sessionlint.options.commit-in-borrowed-session]\nallw = []\n", "allw"),
+    ("[tool.sessionlint.options.no-such-rule]\nallow = []\n", "no-such-rule"),
+    ("[tool.sessionlint]\nborrowed-sessions = 'sometimes'\n", "borrowed-sessions"),
+])
+def test_rule_option_errors(run_cli, project: Path, body: str, needle: str) -> None:
+    (project / "pyproject.toml").write_text(body)
+    code, _, err = run_cli("app", cwd=project)
+    assert code == 2 and needle in err

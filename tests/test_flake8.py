@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import FIXTURES
+from test_fixtures import settings_for
 from sessionlint.config import Settings
 from sessionlint.engine import check_paths
 
@@ -21,9 +22,11 @@ def _flake8(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
 
 @pytest.mark.parametrize("path", SINGLE, ids=lambda p: p.name)
 def test_same_findings_as_cli(path: Path) -> None:
-    proc = _flake8("--select", "SES", "--format", "%(row)d:%(col)d:%(code)s", str(path))
+    settings = settings_for(path)
+    extensions = ["--enable-extensions", ",".join(settings.extend_select)] if settings.extend_select else []
+    proc = _flake8("--select", "SES", *extensions, "--format", "%(row)d:%(col)d:%(code)s", str(path))
     got = sorted(tuple(line.split(":")) for line in proc.stdout.split())
-    cli = check_paths([str(path)], Settings(root=FIXTURES)).findings
+    cli = check_paths([str(path)], settings).findings
     want = sorted((str(f.line), str(f.column), f.code) for f in cli)
     assert got == want
 

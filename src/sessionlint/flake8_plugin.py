@@ -49,9 +49,27 @@ class SessionLintPlugin:
         from .config import Settings
         from .engine import check_source
 
-        # every rule runs; flake8's --select/--ignore and noqa decide what is shown
-        settings = Settings(select=("SES",))
+        # the plugin's rules all run; flake8's --select/--ignore and noqa decide what is shown
+        settings = Settings(select=self._codes())
         for f in check_source(source, self.filename, settings, noqa_applied=False):
             if f.code == "SES001":
                 continue  # flake8 reports its own E999 for files that do not parse
             yield f.line, f.column - 1, f"{f.code} {f.message}", type(self)
+
+    @classmethod
+    def _codes(cls) -> tuple[str, ...]:
+        from . import registry
+
+        return tuple(r.code for r in registry.RULES if r.default_enabled)
+
+
+class SessionLintPolicyPlugin(SessionLintPlugin):
+    """The rules that are off by default (SES203): `flake8 --enable-extensions SES203`."""
+
+    off_by_default = True
+
+    @classmethod
+    def _codes(cls) -> tuple[str, ...]:
+        from . import registry
+
+        return tuple(r.code for r in registry.RULES if not r.default_enabled)
