@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import libcst as cst
 
@@ -19,14 +19,14 @@ class FileModel:
     summary: ModuleSummary
     functions: list[FunctionInfo]
     index: ProjectIndex
-    rule_options: dict[str, dict[str, object]] = field(default_factory=dict)
+    rule_options: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     _lifecycles: Optional[list[tuple[FunctionInfo, Lifecycle]]] = field(default=None, repr=False)
     _operations: dict[int, Operations] = field(default_factory=dict, repr=False)
     _graphs: dict[int, cfg.CFG] = field(default_factory=dict, repr=False)
 
     def options(self, rule: object) -> dict[str, list[str]]:
         """The rule's `[tool.sessionlint.options.<rule-name>]` table."""
-        return self.rule_options.get(getattr(rule, "name", ""), {})  # type: ignore[return-value]
+        return self.rule_options.get(getattr(rule, "name", ""), {})
 
     def scope_of(self, info: FunctionInfo) -> Scope:
         return Scope(self.summary.name, info.qualname, info.class_qualname, info.self_name)
@@ -34,7 +34,7 @@ class FileModel:
     def lifecycles(self) -> Iterator[tuple[FunctionInfo, Lifecycle]]:
         """Each function with the lifecycle of the sessions it owns (computed on first use)."""
         if self._lifecycles is None:
-            self._lifecycles = [(info, analyse(info, self.index, self.scope_of(info), lambda i=info: self.graph(i)))
+            self._lifecycles = [(info, analyse(info, self.index, self.scope_of(info), self._graph_of(info)))
                                 for info in self.functions]
         return iter(self._lifecycles)
 
@@ -45,6 +45,9 @@ class FileModel:
             if ops is None:
                 ops = self._operations[id(info.node)] = collect_operations(info, self.index, self.scope_of(info))
             yield info, ops
+
+    def _graph_of(self, info: FunctionInfo) -> Callable[[], cfg.CFG]:
+        return lambda: self.graph(info)
 
     def graph(self, info: FunctionInfo) -> cfg.CFG:
         """The function's flow graph, built once for all rules that need it."""

@@ -289,7 +289,7 @@ class _Builder:
         if stmt.handlers:
             dispatch = self._new(JOIN)
             self.frames.append(Frame("try", target=dispatch,
-                                     catches_all=any(_catches_base(h) for h in stmt.handlers)))
+                                     catches_all=any(catches_base(h) for h in stmt.handlers)))
             out = self._suite(stmt.body, preds)
             self.frames.pop()
             caught_all = False
@@ -317,7 +317,7 @@ class _Builder:
         return out
 
 
-def _catches_base(handler: Union[cst.ExceptHandler, cst.ExceptStarHandler]) -> bool:
+def catches_base(handler: Union[cst.ExceptHandler, cst.ExceptStarHandler]) -> bool:
     if handler.type is None:
         return True
     types = handler.type.elements if isinstance(handler.type, cst.Tuple) else [handler.type]

@@ -15,7 +15,7 @@ from . import cfg as flow
 from .facts import SELF_RETURNING, STORE_METHODS, FunctionInfo, all_names, dotted, value_names
 from .index import ProjectIndex, Scope
 from .values import CLOSE_METHODS, Kind, Own, Value
-from .walk import children, walk
+from .walk import children, walk, walk_scope
 
 # Calls on an ExitStack (or alike) that take over closing their argument.
 ENTER_METHODS = frozenset({"enter_context", "enter_async_context", "push", "push_async_exit", "callback",
@@ -410,17 +410,7 @@ _PYTEST_FIXTURES = frozenset({"pytest.fixture", "pytest_asyncio.fixture"})
 # ---- tree helpers -------------------------------------------------------------------------------
 def _walk_expr(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
     """Nodes of a statement or expression, not entering nested scopes or compound bodies."""
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        yield n
-        if isinstance(n, (cst.Lambda, cst.FunctionDef, cst.ClassDef)) and n is not node:
-            continue
-        if isinstance(n, cst.BaseSuite) and n is not node:
-            continue
-        kids = list(children(n))
-        kids.reverse()
-        stack.extend(kids)
+    return walk_scope(node, into_blocks=False)
 
 
 def _direct_statements(func: cst.FunctionDef) -> Iterator[cst.CSTNode]:
@@ -460,5 +450,6 @@ def _pairs(target: cst.BaseExpression, value: cst.BaseExpression) -> list[tuple[
     if isinstance(target, (cst.Tuple, cst.List)) and isinstance(value, (cst.Tuple, cst.List)) and \
             len(target.elements) == len(value.elements) and \
             all(isinstance(e.value, cst.Name) for e in target.elements):
-        return [(t.value.value, v.value) for t, v in zip(target.elements, value.elements)]  # type: ignore[union-attr]
+        return [(t.value.value, v.value)  # type: ignore[attr-defined]
+                for t, v in zip(target.elements, value.elements)]
     return [(name, None) for name in _target_names(target)]

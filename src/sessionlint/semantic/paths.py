@@ -309,13 +309,13 @@ class PathAnalysis:
             if held and test.value not in state.holders:
                 return None if NONE in held and len(held) > 1 else NONE not in held
         if isinstance(test, cst.Comparison) and len(test.comparisons) == 1:
-            left = test.left
-            if isinstance(left, cst.NamedExpr):
-                left = left.target  # `(s := Session()) is not None`
+            subject: cst.BaseExpression = test.left
+            if isinstance(subject, cst.NamedExpr):
+                subject = subject.target  # `(s := Session()) is not None`
             comp = test.comparisons[0]
-            if isinstance(left, cst.Name) and isinstance(comp.comparator, cst.Name) and \
+            if isinstance(subject, cst.Name) and isinstance(comp.comparator, cst.Name) and \
                     comp.comparator.value == "None":
-                is_none = self._is_none(state, left.value)
+                is_none = self._is_none(state, subject.value)
                 if is_none is not None:
                     if isinstance(comp.operator, (cst.Is, cst.Equal)):
                         return is_none

@@ -12,6 +12,7 @@ from typing import Iterator, Union
 
 import libcst as cst
 
+from .cfg import catches_base
 from .effects import ENTER_METHODS, Effects, FunctionFacts
 from .facts import value_names
 from .walk import children, walk
@@ -110,18 +111,7 @@ def _guards(facts: FunctionFacts, stmt: Guard, names: set[str], is_async: bool) 
         return False
     if stmt.finalbody is not None and closes_in(facts, stmt.finalbody.body, names, is_async):
         return True
-    return any(_catches_base(h) and closes_in(facts, h.body, names, is_async) for h in stmt.handlers)
-
-
-def _catches_base(handler: Union[cst.ExceptHandler, cst.ExceptStarHandler]) -> bool:
-    if handler.type is None:
-        return True
-    types = handler.type.elements if isinstance(handler.type, cst.Tuple) else [handler.type]
-    for t in types:
-        value = t.value if isinstance(t, cst.BaseElement) else t
-        if isinstance(value, cst.Name) and value.value in ("BaseException", "GeneratorExit"):
-            return True
-    return False
+    return any(catches_base(h) and closes_in(facts, h.body, names, is_async) for h in stmt.handlers)
 
 
 def _closed_after(facts: FunctionFacts, y: cst.Yield, names: set[str], is_async: bool) -> bool:

@@ -11,7 +11,7 @@ from . import cfg as flow
 from .facts import dotted
 from .index import ProjectIndex, Scope
 from .operations import Context, Loop, receiver_key
-from .walk import children, walk
+from .walk import walk, walk_scope
 
 # Operations that send SQL, so may fail and leave the transaction (or the session) failed.
 FAILING_METHODS = frozenset({"flush", "commit", "execute", "scalar", "scalars", "get", "get_one", "query",
@@ -68,7 +68,7 @@ class GraphIndex:
     def reach(self, starts: Iterable[int], stop: Callable[[flow.Node], bool]) -> set[int]:
         """Nodes reachable along normal (non-exception) edges, not passing `stop` nodes."""
         seen: set[int] = set()
-        queue = deque()
+        queue: deque[int] = deque()
         for start in starts:
             for target, label in self.graph.nodes[start].succ:
                 if label != flow.EXC:
@@ -128,22 +128,12 @@ def catches_db_errors(handler: Union[cst.ExceptHandler, cst.ExceptStarHandler], 
 
 
 def reraises(handler: cst.CSTNode) -> bool:
-    return any(isinstance(n, cst.Raise) for n in _own_nodes(handler))
-
-
-def _own_nodes(node: cst.CSTNode) -> Iterable[cst.CSTNode]:
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        yield n
-        if isinstance(n, (cst.FunctionDef, cst.ClassDef, cst.Lambda)) and n is not node:
-            continue
-        stack.extend(children(n))
+    return any(isinstance(n, cst.Raise) for n in walk_scope(handler))
 
 
 def recovers(node: cst.CSTNode, key: str, index: ProjectIndex, scope: Scope) -> bool:
     """Does this code roll back or close the session `key` (itself or through a helper)?"""
-    for n in _own_nodes(node):
+    for n in walk_scope(node):
         if not isinstance(n, cst.Call):
             continue
         func = n.func
@@ -171,7 +161,7 @@ def inside_transaction_block(context: Context, key: str) -> bool:
 
 def mentions(node: cst.CSTNode, key: str, ignore: frozenset[str] = RECOVERY_METHODS) -> bool:
     """Does this node use the session `key` (a method, an attribute, passing or returning it)?"""
-    for n in _own_nodes(node):
+    for n in walk_scope(node):
         if isinstance(n, cst.Attribute) and receiver_key(n.value) == key:
             if n.attr.value not in ignore:
                 return True

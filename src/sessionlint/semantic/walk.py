@@ -51,6 +51,23 @@ def walk(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
         stack.extend(kids)
 
 
+_SCOPES = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
+
+
+def walk_scope(node: cst.CSTNode, into_blocks: bool = True) -> Iterator[cst.CSTNode]:
+    """Pre-order walk that does not enter nested functions, classes or lambdas (they are other
+    scopes) and, without `into_blocks`, not the bodies of compound statements either."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        yield n
+        if n is not node and (isinstance(n, _SCOPES) or (not into_blocks and isinstance(n, cst.BaseSuite))):
+            continue
+        kids = list(children(n))
+        kids.reverse()
+        stack.extend(kids)
+
+
 class FastVisitor:
     """A read-only visitor with libcst's `visit_<Node>`/`leave_<Node>` method names.
 
