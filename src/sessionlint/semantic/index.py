@@ -204,6 +204,11 @@ class ProjectIndex:
                 return Value(Kind.PROVIDER, produced.is_async, ref=ref, produces=produced)
             return Value(Kind.FUNCTION, ref=ref)
         produced = merge((self.eval_ir(t, scope) for t in _real(fs.returns)), strict=True)
+        registered = self.registered(fs.register_calls, scope) if fs.register_calls else set()
+        if produced is None and any(ir is not None and ir[0] == "name" and ir[1] in registered
+                                    for ir in fs.returns):
+            # only sessions are registered with zope.sqlalchemy: Pyramid's get_tm_session()
+            produced = session(fs.is_async, Own.BORROWED, tm=True)
         if produced is None and fs.return_annotation is not None:
             # `-> Engine` / `-> sessionmaker` say what comes back; `-> Session` does not say
             # whether the caller owns it, so session annotations are not used here
@@ -215,10 +220,9 @@ class ProjectIndex:
                 produced = produced.with_own(Own.SCOPED)
             elif produced.is_session_like and produced.own is Own.MANAGED:
                 produced = None  # returns a context manager's session: not ours to judge
-            if produced is not None and produced.is_session_like and fs.register_calls and \
-                    any(ir is not None and ir[0] == "name" and ir[1] in self.registered(fs.register_calls, scope)
-                        for ir in fs.returns):
-                produced = replace(produced, tm=True)  # Pyramid's get_tm_session()
+            if produced is not None and produced.is_session_like and \
+                    any(ir is not None and ir[0] == "name" and ir[1] in registered for ir in fs.returns):
+                produced = replace(produced, tm=True)
             if produced is not None:
                 return Value(Kind.SESSION_FUNCTION, produced.is_async, ref=ref, produces=produced)
         return Value(Kind.FUNCTION, ref=ref)
