@@ -222,7 +222,8 @@ class ProjectIndex:
                 produced = None  # returns a context manager's session: not ours to judge
             if produced is not None and produced.is_session_like and \
                     any(ir is not None and ir[0] == "name" and ir[1] in registered for ir in fs.returns):
-                produced = replace(produced, tm=True)
+                # the transaction manager commits and closes it, not the caller
+                produced = replace(produced, tm=True, own=Own.BORROWED)
             if produced is not None:
                 return Value(Kind.SESSION_FUNCTION, produced.is_async, ref=ref, produces=produced)
         return Value(Kind.FUNCTION, ref=ref)
