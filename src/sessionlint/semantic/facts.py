@@ -112,6 +112,8 @@ class FunctionInfo:
     # call expressions that may create a session: bound to a name, or used as a receiver
     bound_calls: list[tuple[str, cst.BaseExpression]] = field(default_factory=list)
     receiver_calls: list[cst.Call] = field(default_factory=list)
+    # names called in the function: `f(...)` gives "f", `x.commit()` gives "commit"
+    call_names: set[str] = field(default_factory=set)
     # (outer call, argument call): `read_sql(q, engine.connect())` hands a new session to a call
     argument_calls: list[tuple[cst.Call, cst.BaseExpression]] = field(default_factory=list)
 
@@ -372,6 +374,12 @@ class FactsCollector(FastVisitor):
 
     def visit_Call(self, node: cst.Call) -> None:
         fn = self._function()
+        if fn is not None:
+            func = node.func
+            if isinstance(func, cst.Attribute):
+                fn.call_names.add(func.attr.value)
+            elif isinstance(func, cst.Name):
+                fn.call_names.add(func.value)
         callee = dotted(node.func)
         if callee is not None and callee.rpartition(".")[2] == "register" and node.args and \
                 isinstance(node.args[0].value, cst.Name):

@@ -70,8 +70,20 @@ def receiver_key(node: cst.BaseExpression) -> str:
     return " ".join(code(node).split())
 
 
+# Session methods the transaction rules look at.
+SESSION_METHODS = frozenset({"commit", "rollback", "close", "flush", "execute", "scalar", "scalars", "get",
+                             "get_one", "query", "refresh", "merge", "connection", "stream", "stream_scalars",
+                             "run_sync", "exec", "add", "add_all", "delete", "begin", "begin_nested",
+                             "invalidate", "aclose"})
+
+
 def collect_operations(info: FunctionInfo, index: ProjectIndex, scope: Scope) -> Operations:
     out = Operations()
+    module = index.modules.get(scope.module)
+    helpers = {q.rpartition(".")[2] for q, fs in module.functions.items()
+               if fs.commits_params or fs.rollbacks_params} if module is not None else set()
+    if not info.call_names & (SESSION_METHODS | helpers):
+        return out  # nothing here can be a session operation
     values: dict[str, Optional[Value]] = {}
 
     def value_of(node: cst.BaseExpression) -> Optional[Value]:
