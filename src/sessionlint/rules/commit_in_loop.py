@@ -5,10 +5,9 @@ from typing import Iterator
 from ..model import FileModel
 from ..rule import Report, Rule
 from ..semantic.values import Kind
-from ..semantic.facts import FunctionInfo
-from ..semantic.operations import Context, Loop
-from ..semantic.transactions import GraphIndex, binds_name, is_batching_guard, recovers, runs_every_iteration
-from ..semantic.walk import walk
+from ..semantic.operations import Loop
+from ..semantic.transactions import (GraphIndex, binds_name, deliberate_per_iteration, is_batching_guard,
+                                     joined_via_callers, runs_every_iteration)
 
 
 class CommitInLoop(Rule):
@@ -23,8 +22,14 @@ class CommitInLoop(Rule):
     half-way leaves half the rows written with no way to roll the batch back.
 
     Not reported: commits under a batching guard (`if i % 1000 == 0`, `if len(batch) >= n`,
-    `if pending > limit`), a commit followed on every path by `break` or `return` (retry
-    loops), loops that open a fresh session each iteration, and `flush()`.
+    `if pending > limit`), `while` loops that fetch a batch at a time (`.limit(n)`,
+    `fetchmany(n)`), a commit followed on every path by `break` or `return` (retry loops),
+    loops that open (or `close()`/`remove()`) a fresh session each iteration, per-item error
+    isolation (a `try` that rolls back, a `begin_nested()` savepoint, a context manager that
+    rolls back), loops over a progress reporter (`tqdm`, `click.progressbar`), loops that act
+    on the outside world with each item before committing (`storage.move(item)`), sessions
+    joined to a connection the function (or every caller in the module) was given, and
+    `flush()`.
 
     ## Example
     ```python
@@ -73,24 +78,13 @@ class CommitInLoop(Rule):
                 loop = ctx.loops[-1]
                 if _fresh_each_iteration(loop, receiver) or any(is_batching_guard(g.test) for g in ctx.guards()):
                     continue
-                if _isolates_each_item(ctx, loop, receiver, model, info):
+                if deliberate_per_iteration(loop, ctx, receiver, info, model.index, model.scope_of(info)) or \
+                        joined_via_callers(model.functions, info, receiver):
                     continue
                 if graph is None:
                     graph = GraphIndex(model.graph(info))
                 if runs_every_iteration(graph, ctx, loop):
                     yield Report(call, {"what": what}, info.node)
-
-
-def _isolates_each_item(ctx: Context, loop: Loop, receiver: str, model: FileModel, info: FunctionInfo) -> bool:
-    """`try: ...; s.commit() except IntegrityError: s.rollback()` inside the loop: committing
-    each item on its own, so one bad row does not undo the others, is the point."""
-    inside = {id(n) for n in walk(loop)}
-    scope = model.scope_of(info)
-    for tr, part in ctx.trys:
-        if part == "body" and id(tr) in inside and \
-                any(recovers(h, receiver, model.index, scope) for h in tr.handlers):
-            return True
-    return False
 
 
 def _fresh_each_iteration(loop: Loop, receiver: str) -> bool:

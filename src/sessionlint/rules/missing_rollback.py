@@ -8,7 +8,7 @@ from ..model import FileModel
 from ..rule import Report, Rule
 from ..semantic import cfg as flow
 from ..semantic.transactions import (FAILING_METHODS, GraphIndex, catches_db_errors, inside_transaction_block,
-                                     mentions, node_code, recovers, reraises)
+                                     mentions, node_code, recovers, reraises, savepoint_names)
 from ..semantic.values import Kind, Own
 
 
@@ -27,11 +27,11 @@ class MissingRollback(Rule):
     block`). Swallowing the error moves the failure to the next request or the next loop
     iteration, far from its cause.
 
-    Not reported: handlers that re-raise, that call `rollback()` or `close()` (directly or
-    through a helper), handlers for errors that do not fail the transaction (`NoResultFound`,
-    `KeyError`), code inside `with session.begin()` or a `begin_nested()` savepoint, and scoped
-    sessions (`db.session`) that are not used again in the function (the framework's teardown
-    removes them).
+    Not reported: handlers that re-raise, that call `rollback()` or `close()` (directly, through
+    a helper, or on a savepoint taken with `sp = session.begin_nested()`), handlers for errors
+    that do not fail the transaction (`NoResultFound`, `KeyError`), code inside
+    `with session.begin()` or a `begin_nested()` savepoint, and scoped sessions (`db.session`)
+    that are not used again in the function (the framework's teardown removes them).
 
     ## Example
     ```python
@@ -62,6 +62,12 @@ class MissingRollback(Rule):
         return session.query(User).filter_by(email=email).one()
     ```
 
+    ## Known problems
+    Core `Connection`s are not checked: a failed statement leaves a SQLAlchemy connection
+    usable, and only PostgreSQL aborts the surrounding transaction, which the analysis cannot
+    tell from the code (migrations probing features on SQLite are the common case). Handlers
+    around project helpers that run the failing query are not followed into the helper.
+
     ## References
     - [FAQ: "This Session's transaction has been rolled back due to a previous exception during flush"](https://docs.sqlalchemy.org/en/20/faq/sessions.html#this-session-s-transaction-has-been-rolled-back-due-to-a-previous-exception-during-flush-or-similar)
     """
@@ -76,8 +82,12 @@ class MissingRollback(Rule):
             scope = model.scope_of(info)
             graph = None
             reported: set[int] = set()
+            savepoints = savepoint_names(info.node)
             for op in ops.ops:
-                if op.method not in FAILING_METHODS or inside_transaction_block(op.context, op.receiver):
+                # a Core Connection is not left unusable by a failed statement (only a
+                # PostgreSQL transaction is); a Session is, after a failed flush
+                if op.value.kind is Kind.CONNECTION or op.method not in FAILING_METHODS or \
+                        inside_transaction_block(op.context, op.receiver):
                     continue
                 for tr, part in reversed(op.context.trys):
                     if part != "body":
@@ -87,7 +97,9 @@ class MissingRollback(Rule):
                         continue  # the error goes on to an outer try
                     handler = catching[0]
                     if id(handler) not in reported and not reraises(handler) and \
-                            not recovers(handler, op.receiver, model.index, scope):
+                            not recovers(handler, op.receiver, model.index, scope) and \
+                            not any(recovers(handler, sp, model.index, scope)
+                                    for sp in savepoints.get(op.receiver, ())):
                         if graph is None:
                             graph = GraphIndex(model.graph(info))
                         if _failed_session_survives(graph, handler, op.receiver, op.value.own, model, scope):

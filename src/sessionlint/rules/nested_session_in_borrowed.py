@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Optional
 
 import libcst as cst
 
 from ..model import FileModel
 from ..rule import Report, Rule
 from ..semantic.values import Kind, Own
-from ..semantic.walk import children, walk
+from ..semantic.walk import walk, walk_scope
 
 
 class NestedSessionInBorrowed(Rule):
@@ -63,9 +63,13 @@ class NestedSessionInBorrowed(Rule):
             if not borrowed:
                 continue
             fallback = _fallback_calls(info.node, set(borrowed))
-            for call in _own_calls(info.node):
-                if id(call) in fallback:
+            handed_on = _handed_on_calls(info.node)
+            finished_at = _first_finish(info.node, set(borrowed))
+            for position, call in enumerate(_own_calls(info.node)):
+                if id(call) in fallback or id(call) in handed_on:
                     continue
+                if finished_at is not None and position > finished_at:
+                    continue  # the borrowed session was committed/closed first: a hand-over
                 value = model.index.eval(call, scope)
                 if value is not None and value.kind is Kind.SESSION and value.own in (Own.OWNED, Own.MANAGED):
                     yield Report(call, {"function": info.node.name.value, "param": borrowed[0]}, info.node)
@@ -76,14 +80,38 @@ def _is_borrowed_session(value: object) -> bool:
 
 
 def _own_calls(func: cst.FunctionDef) -> Iterator[cst.Call]:
-    stack: list[cst.CSTNode] = [func.body]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
-            continue
+    """Calls of the function's own scope, in source order."""
+    for n in walk_scope(func.body):
         if isinstance(n, cst.Call):
             yield n
-        stack.extend(children(n))
+
+
+def _first_finish(func: cst.FunctionDef, params: set[str]) -> Optional[int]:
+    """Position (in `_own_calls` order) of the first `param.commit()`/`close()`/`rollback()`."""
+    for position, call in enumerate(_own_calls(func)):
+        f = call.func
+        if isinstance(f, cst.Attribute) and f.attr.value in ("commit", "close", "rollback") and \
+                isinstance(f.value, cst.Name) and f.value.value in params:
+            return position
+    return None
+
+
+def _handed_on_calls(func: cst.FunctionDef) -> set[int]:
+    """New sessions the function returns or yields: it is their provider, not a second user."""
+    names: dict[str, list[int]] = {}
+    out: set[int] = set()
+    for n in walk_scope(func.body):
+        if isinstance(n, cst.Assign) and isinstance(n.value, cst.Call):
+            for t in n.targets:
+                if isinstance(t.target, cst.Name):
+                    names.setdefault(t.target.value, []).append(id(n.value))
+    for n in walk_scope(func.body):
+        value = n.value if isinstance(n, (cst.Return, cst.Yield)) else None
+        if isinstance(value, cst.Name):
+            out.update(names.get(value.value, []))
+        elif isinstance(value, cst.Call):
+            out.add(id(value))
+    return out
 
 
 def _fallback_calls(func: cst.FunctionDef, params: set[str]) -> set[int]:

@@ -437,6 +437,8 @@ def _method_result(method: Value) -> Optional[Value]:
         if name == "begin":
             return connection(a, Own.MANAGED)
         return None
+    if recv is Kind.CONNECTION and name in ("execution_options",):
+        return connection(a, method.own or Own.BORROWED)  # the same connection, options set
     if recv is Kind.SESSION:
         if name == "connection":
             return connection(a, Own.BORROWED)

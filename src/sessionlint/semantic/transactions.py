@@ -8,7 +8,7 @@ from typing import Callable, Iterable, Optional, Union
 import libcst as cst
 
 from . import cfg as flow
-from .facts import dotted
+from .facts import STORE_METHODS, FunctionInfo, dotted
 from .index import ProjectIndex, Scope
 from .operations import Context, Loop, receiver_key
 from .walk import walk, walk_scope
@@ -181,3 +181,182 @@ def node_code(node: flow.Node) -> Optional[cst.CSTNode]:
     if isinstance(ast, (cst.ExceptHandler, cst.ExceptStarHandler)):
         return None
     return ast
+
+
+# ---- deliberate per-iteration commits (SES201) -------------------------------------------------
+_ROW_LIMITS = frozenset({"limit", "fetchmany", "yield_per", "partitions"})
+_PROGRESS = frozenset({"tqdm", "tqdm.tqdm", "tqdm.auto.tqdm", "click.progressbar", "rich.progress.track",
+                       "alive_progress.alive_bar", "alive_it"})
+_READS = frozenset({"get", "pop", "format", "join", "split", "strip", "lower", "upper", "replace", "encode",
+                    "decode", "startswith", "endswith", "items", "keys", "values", "copy", "index", "count"})
+_LOGGING_RECEIVERS = frozenset({"log", "logger", "logging", "LOG", "LOGGER", "self.log", "self.logger", "warnings"})
+
+
+def deliberate_per_iteration(loop: Loop, context: Context, key: str, info: FunctionInfo,
+                             index: ProjectIndex, scope: Scope) -> bool:
+    """Signals that committing once per iteration is the point, not an accident."""
+    body: cst.CSTNode = loop.body if isinstance(loop, (cst.For, cst.While)) else loop
+    inside = {id(n) for n in walk(body)}
+    # a `while` over batches: `.limit(n)` / `fetchmany(n)` each time round
+    if isinstance(loop, cst.While) and any(
+            isinstance(n, cst.Call) and isinstance(n.func, cst.Attribute) and n.func.attr.value in _ROW_LIMITS
+            for n in walk_scope(body)):
+        return True
+    # per-item error isolation: a try in the loop that rolls back, a savepoint, or a project
+    # context manager that rolls back the session it is given
+    for tr, part in context.trys:
+        if part == "body" and id(tr) in inside and any(recovers(h, key, index, scope) for h in tr.handlers):
+            return True
+    for w in context.withs:
+        if id(w) not in inside:
+            continue
+        for item in w.items:
+            call = item.item
+            if not isinstance(call, cst.Call):
+                continue
+            if isinstance(call.func, cst.Attribute) and call.func.attr.value == "begin_nested" and \
+                    receiver_key(call.func.value) == key:
+                return True
+            if any(receiver_key(a.value) == key for a in call.args):
+                fv = index.eval(call.func, scope)
+                summary = index.function_summary(fv.ref) if fv is not None and fv.ref else None
+                if summary is not None and summary.rollbacks_params:
+                    return True
+    if isinstance(loop, cst.For):
+        # progress reporting over the items: each one is a unit of work someone watches
+        iterable = loop.iter.func if isinstance(loop.iter, cst.Call) else None
+        if iterable is not None and _origin_of(iterable, index, scope) in _PROGRESS:
+            return True
+        if isinstance(loop.iter, cst.Name) and _progress_bar(info, loop.iter.value, index, scope):
+            return True  # `with click.progressbar(items) as bar: for item in bar:`
+        if _external_effect_per_item(loop, key, index, scope):
+            return True
+    # a fresh session each time round: `close()` / registry `remove()` inside the loop
+    for n in walk_scope(body):
+        if isinstance(n, cst.Call) and isinstance(n.func, cst.Attribute) and \
+                n.func.attr.value in ("close", "remove") and receiver_key(n.func.value) == key:
+            return True
+    return _joined_to_outside_connection(info, key)
+
+
+def _progress_bar(info: FunctionInfo, name: str, index: ProjectIndex, scope: Scope) -> bool:
+    for n in walk_scope(info.node.body):
+        if isinstance(n, cst.WithItem) and n.asname is not None and isinstance(n.asname.name, cst.Name) and \
+                n.asname.name.value == name and isinstance(n.item, cst.Call):
+            return _origin_of(n.item.func, index, scope) in _PROGRESS
+    return False
+
+
+def _origin_of(node: cst.BaseExpression, index: ProjectIndex, scope: Scope) -> str:
+    name = dotted(node) or ""
+    head, _, rest = name.partition(".")
+    origin = index.import_origin(head, scope) if head else ""
+    return f"{origin}.{rest}" if rest else origin
+
+
+def _external_effect_per_item(loop: cst.For, key: str, index: ProjectIndex, scope: Scope) -> bool:
+    """`executor.revoke(ti)` / `storage.move(f.path)` each time round: the commit records an
+    action that cannot be undone, so it must be durable before the next one."""
+    targets = {n.value for n in walk(loop.target) if isinstance(n, cst.Name)}
+    for n in _statement_calls(loop.body):
+        if not isinstance(n.func, cst.Attribute):
+            continue
+        if _origin_of(_chain_root(n.func.value), index, scope).startswith(("sqlalchemy", "sqlmodel")):
+            continue  # building a statement (`update(Order).where(...)`), not acting on the world
+        receiver = receiver_key(n.func.value)
+        if receiver == key or receiver in _LOGGING_RECEIVERS:
+            continue
+        if n.func.attr.value[:1].isupper() or any(part[:1].isupper() for part in receiver.split(".")):
+            continue  # `model.Member(...)`, `model.Group.by_name(...)`: the ORM, not the world
+        if n.func.attr.value in STORE_METHODS or n.func.attr.value in _READS:
+            continue  # `names.add(item.name)`, `cache.get(item)`: bookkeeping in memory
+        args = [a.value for a in n.args]
+        if any(receiver_key(a) == key for a in args):
+            continue  # a database helper: it gets the session
+        if not any(isinstance(m, cst.Name) and m.value in targets for a in args for m in walk(a)):
+            continue
+        value = index.eval(n.func.value, scope)
+        if value is not None and value.kind.name in ("MODULE", "CLASS", "SESSION", "CONNECTION", "REGISTRY"):
+            continue
+        if isinstance(n.func.value, cst.Name) and n.func.value.value in targets:
+            continue  # a method of the item itself (`row.to_dict()`)
+        return True
+    return False
+
+
+def _statement_calls(body: cst.CSTNode) -> Iterable[cst.Call]:
+    """Calls that are a whole statement or a whole assigned value (`x = f(...)`, `await f()`)."""
+    for n in walk_scope(body):
+        value: Optional[cst.BaseExpression] = None
+        if isinstance(n, cst.Expr):
+            value = n.value
+        elif isinstance(n, (cst.Assign, cst.AnnAssign)):
+            value = n.value
+        if isinstance(value, cst.Await):
+            value = value.expression
+        if isinstance(value, cst.Call):
+            yield value
+
+
+def _chain_root(node: cst.BaseExpression) -> cst.BaseExpression:
+    while isinstance(node, (cst.Attribute, cst.Call, cst.Subscript)):
+        node = node.value if isinstance(node, (cst.Attribute, cst.Subscript)) else node.func
+    return node
+
+
+def _joined_to_outside_connection(info: FunctionInfo, key: str) -> bool:
+    """`Session(bind=connection)` with a connection the function was given (an event hook's):
+    with the default join_transaction_mode its commit does not end that transaction."""
+    params = set(info.summary.params)
+    for n in walk_scope(info.node.body):
+        value: Optional[cst.BaseExpression] = None
+        if isinstance(n, cst.Assign) and any(receiver_key(t.target) == key for t in n.targets):
+            value = n.value
+        elif isinstance(n, cst.WithItem) and n.asname is not None and receiver_key(n.asname.name) == key:
+            value = n.item
+        if isinstance(value, cst.Call):
+            for i, arg in enumerate(value.args):
+                is_bind = (arg.keyword is not None and arg.keyword.value == "bind") or (arg.keyword is None and i == 0)
+                if is_bind and isinstance(arg.value, cst.Name) and arg.value.value in params:
+                    return True
+    return False
+
+
+def joined_via_callers(functions: Iterable[FunctionInfo], info: FunctionInfo, key: str) -> bool:
+    """Is `key` a parameter that every caller in this module binds to an outside connection?"""
+    params = list(info.summary.params)
+    if key not in params:
+        return False
+    position = params.index(key) - (1 if info.self_name else 0)
+    name = info.node.name.value
+    found = False
+    for other in functions:
+        if other is info:
+            continue
+        for n in walk_scope(other.node.body):
+            if not isinstance(n, cst.Call):
+                continue
+            func = n.func
+            called = func.attr.value if isinstance(func, cst.Attribute) else func.value if isinstance(func, cst.Name) else ""
+            if called != name:
+                continue
+            arg = next((a.value for a in n.args if a.keyword is not None and a.keyword.value == key), None)
+            positional = [a.value for a in n.args if a.keyword is None and not a.star]
+            if arg is None and 0 <= position < len(positional):
+                arg = positional[position]
+            if not isinstance(arg, cst.Name) or not _joined_to_outside_connection(other, arg.value):
+                return False
+            found = True
+    return found
+
+
+def savepoint_names(func: cst.FunctionDef) -> dict[str, set[str]]:
+    """`sp = session.begin_nested()`: rolling `sp` back recovers `session`."""
+    out: dict[str, set[str]] = {}
+    for n in walk_scope(func.body):
+        if isinstance(n, cst.Assign) and isinstance(n.value, cst.Call) and \
+                isinstance(n.value.func, cst.Attribute) and n.value.func.attr.value in ("begin_nested", "begin"):
+            key = receiver_key(n.value.func.value)
+            for t in n.targets:
+                out.setdefault(key, set()).add(receiver_key(t.target))
+    return out
