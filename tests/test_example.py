@@ -109,7 +109,7 @@ def test_sessionlint_reports_exactly_the_marked_bugs():
         (Path(m["path"]).name, int(m["line"]), m["code"]) for m in _FINDING.finditer(proc.stdout)
     }
     expected = _marked_bugs()
-    assert len(expected) == 5
+    assert len(expected) == 7
     assert found == expected, (
         f"missed: {sorted(expected - found)}\nunexpected: {sorted(found - expected)}\n"
         f"output:\n{proc.stdout}{proc.stderr}"

@@ -59,6 +59,11 @@ def _run(engine: Engine, echo: Callable[[str], Any]) -> Dict[str, Any]:
     unknown = services.apply_discount("NOPE-00", 20)  # the early-return path of the SES101 bug
     services.restock("MUG-01", 5)
     services.rename_product("PIN-01", "Enamel pin (gold)")
+    services.reprice_all(0)
+    services.reprice_all_at_once(0)
+    # no duplicates here: the SES202 bug only bites on a duplicate, which the first one skips
+    services.import_users([("carol@example.com", "Carol")])
+    services.import_users_safely([("dave@example.com", "Dave"), ("dave@example.com", "Dave again")])
     echo(f"discount applied: TEE-01 {discounted}, NOPE-00 {unknown}")
 
     products = api.call(api.list_products, api.get_session)

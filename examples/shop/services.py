@@ -5,11 +5,12 @@ from contextlib import contextmanager
 from typing import Dict, Iterator, List, Tuple
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import repository
 from .db import SessionLocal
-from .models import Product
+from .models import Product, User
 
 
 @contextmanager
@@ -110,3 +111,53 @@ def rename_product(sku: str, new_name: str) -> None:
         if product is None:
             raise KeyError(sku)
         product.name = new_name
+
+
+def reprice_all(percent: int) -> int:
+    """Raise every price by ``percent``; returns how many products changed."""
+    with SessionLocal() as session:
+        products = repository.list_products(session)
+        for product in products:
+            product.price_cents = product.price_cents * (100 + percent) // 100
+            session.commit()  # BUG (SES201): one transaction per product instead of one in all
+        return len(products)
+
+
+def reprice_all_at_once(percent: int) -> int:
+    """The same, correct: one commit for the whole change."""
+    with SessionLocal() as session:
+        products = repository.list_products(session)
+        for product in products:
+            product.price_cents = product.price_cents * (100 + percent) // 100
+        session.commit()
+        return len(products)
+
+
+def import_users(rows: List[Tuple[str, str]]) -> int:
+    """Add users from (email, name) rows, skipping emails that already exist."""
+    added = 0
+    with SessionLocal() as session:
+        for email, name in rows:
+            session.add(User(email=email, name=name))
+            try:
+                session.flush()
+            except IntegrityError:  # BUG (SES202): no rollback; the next flush fails too
+                continue
+            added += 1
+        session.commit()
+    return added
+
+
+def import_users_safely(rows: List[Tuple[str, str]]) -> int:
+    """The same, correct: a savepoint per row rolls back only the duplicate."""
+    added = 0
+    with SessionLocal() as session:
+        for email, name in rows:
+            try:
+                with session.begin_nested():
+                    session.add(User(email=email, name=name))
+            except IntegrityError:
+                continue
+            added += 1
+        session.commit()
+    return added
