@@ -79,6 +79,8 @@ class MissingRollback(Rule):
 
     def check(self, model: FileModel) -> Iterator[Report]:
         for info, ops in model.operations():
+            if not any(op.context.trys for op in ops.ops):
+                continue
             scope = model.scope_of(info)
             graph = None
             reported: set[int] = set()

@@ -56,7 +56,10 @@ class NestedSessionInBorrowed(Rule):
     hint = "Use the session passed in (`{param}`), or let the caller open one"
 
     def check(self, model: FileModel) -> Iterator[Report]:
+        creators = model.index.creator_names()
         for info in model.functions:
+            if not info.call_names & creators:
+                continue  # nothing called here can open a session
             scope = model.scope_of(info)
             borrowed = [p for p in info.summary.params
                         if _is_borrowed_session(model.index.lookup(p, scope))]

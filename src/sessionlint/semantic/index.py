@@ -88,6 +88,31 @@ class ProjectIndex:
         for name in vocabulary.closers:
             self.extra[_norm(name)] = Value(Kind.CLOSER)
         self._memo: dict[tuple[object, ...], object] = {}
+        self._creators: Optional[frozenset[str]] = None
+
+    def creator_names(self) -> frozenset[str]:
+        """Last name segments under which a call can make a new session: SQLAlchemy's own and the
+        project's factories, session classes and session-returning functions (cheap pre-filter)."""
+        if self._creators is None:
+            names = {"Session", "AsyncSession", "begin", "sessionmaker", "async_sessionmaker"}
+            modules = list(self.modules.values())
+            for module in modules:
+                scope = Scope(module.name)
+                for name in [*module.bindings, *module.annotations, *(q for q in module.functions if "." not in q)]:
+                    v = self.lookup(name, scope)
+                    if v is not None and (v.kind in (Kind.SESSION_CLASS, Kind.FACTORY, Kind.REGISTRY) or
+                                          (v.produces is not None and v.produces.is_session_like)):
+                        names.add(name)
+                for cls in module.classes.values():
+                    names.update(cls.attrs)
+                    if cls.bases:
+                        names.add(cls.qualname.rpartition(".")[2])
+            for module in modules:  # aliases: `from app.db import SessionLocal as make_session`
+                for local, origin in module.imports.items():
+                    if origin.rpartition(".")[2] in names or CATALOGUE.get(origin) is not None:
+                        names.add(local)
+            self._creators = frozenset(names)
+        return self._creators
 
     # ---- lookups by dotted name -------------------------------------------------------
     def dotted_value(self, name: str) -> Optional[Value]:
