@@ -5,6 +5,7 @@ from typing import Iterator
 
 from ..model import FileModel
 from ..rule import Report, Rule
+from ..semantic.transactions import GraphIndex, parameter_reaches
 from ..semantic.values import Own
 
 
@@ -64,8 +65,13 @@ class CommitInBorrowedSession(Rule):
             full = f"{model.summary.name}.{info.qualname}"
             if any(fnmatch(full, p) or fnmatch(info.qualname, p) for p in allow):
                 continue
+            graph = None
             for op in ops.ops:
                 if op.method in ("commit", "rollback", "close") and op.receiver in params and \
                         op.value.own is Own.BORROWED:
-                    yield Report(op.call, {"receiver": op.receiver, "method": op.method,
-                                           "function": info.node.name.value}, info.node)
+                    if graph is None:
+                        graph = GraphIndex(model.graph(info))
+                    # `with create_session() as session:` rebinds the name to a session of its own
+                    if parameter_reaches(graph, op.receiver, op.context.statement):
+                        yield Report(op.call, {"receiver": op.receiver, "method": op.method,
+                                               "function": info.node.name.value}, info.node)

@@ -8,7 +8,7 @@ from ..model import FileModel
 from ..rule import Report, Rule
 from ..semantic import cfg as flow
 from ..semantic.transactions import (FAILING_METHODS, GraphIndex, catches_db_errors, inside_transaction_block,
-                                     mentions, node_code, recovers, reraises, savepoint_names)
+                                     mentions, node_parts, recovers, reraises, savepoint_names)
 from ..semantic.values import Kind, Own
 
 
@@ -114,12 +114,11 @@ def _failed_session_survives(gi: GraphIndex, handler: cst.CSTNode, key: str, own
                              model: FileModel, scope: object) -> bool:
     """After the handler: is the session used again, or handed back to the caller?"""
     def recovered(node: flow.Node) -> bool:
-        code = node_code(node)
-        return code is not None and recovers(code, key, model.index, scope)  # type: ignore[arg-type]
+        return any(recovers(part, key, model.index, scope) for part in node_parts(node))  # type: ignore[arg-type]
 
     reached = gi.reach(gi.nodes(handler), recovered)
     for nid in reached:
-        code = node_code(gi.graph.nodes[nid])
-        if code is not None and not recovered(gi.graph.nodes[nid]) and mentions(code, key):
+        node = gi.graph.nodes[nid]
+        if not recovered(node) and any(mentions(part, key) for part in node_parts(node)):
             return True
     return own is Own.BORROWED and gi.graph.exit in reached

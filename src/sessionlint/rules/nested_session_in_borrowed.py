@@ -127,6 +127,8 @@ def _fallback_calls(func: cst.FunctionDef, params: set[str]) -> set[int]:
             targets, value = [t.target for t in n.targets], n.value
         elif isinstance(n, (cst.AnnAssign, cst.NamedExpr)):
             targets, value = [n.target], n.value
+        elif isinstance(n, cst.WithItem) and n.asname is not None:
+            targets, value = [n.asname.name], n.item  # `with Factory() as session:` shadows it
         if value is None:
             continue
         own_name = any(isinstance(t, cst.Name) and t.value in params for t in targets)

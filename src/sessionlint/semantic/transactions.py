@@ -65,13 +65,15 @@ class GraphIndex:
     def nodes(self, ast: Optional[cst.CSTNode]) -> list[int]:
         return self.by_ast.get(id(ast), []) if ast is not None else []
 
-    def reach(self, starts: Iterable[int], stop: Callable[[flow.Node], bool]) -> set[int]:
-        """Nodes reachable along normal (non-exception) edges, not passing `stop` nodes."""
+    def reach(self, starts: Iterable[int], stop: Callable[[flow.Node], bool],
+              exceptional: bool = False) -> set[int]:
+        """Nodes reachable along normal edges (and exception edges with `exceptional`), not
+        passing `stop` nodes."""
         seen: set[int] = set()
         queue: deque[int] = deque()
         for start in starts:
             for target, label in self.graph.nodes[start].succ:
-                if label != flow.EXC:
+                if exceptional or label != flow.EXC:
                     queue.append(target)
         while queue:
             nid = queue.popleft()
@@ -82,7 +84,7 @@ class GraphIndex:
             if stop(node):
                 continue
             for target, label in node.succ:
-                if label != flow.EXC:
+                if exceptional or label != flow.EXC:
                     queue.append(target)
         return seen
 
@@ -171,16 +173,17 @@ def mentions(node: cst.CSTNode, key: str, ignore: frozenset[str] = RECOVERY_METH
     return False
 
 
-def node_code(node: flow.Node) -> Optional[cst.CSTNode]:
-    """The part of a flow-graph node's libcst node that runs at that node."""
+def node_parts(node: flow.Node) -> list[cst.CSTNode]:
+    """The parts of a flow-graph node's libcst node that run at that node (a `with` header's
+    items, a `for` loop's iterable and target), not the bodies that have nodes of their own."""
     ast = node.ast
+    if ast is None or isinstance(ast, (cst.ExceptHandler, cst.ExceptStarHandler)):
+        return []
     if isinstance(ast, cst.With):
-        return cst.With(items=ast.items, body=cst.IndentedBlock(body=[]))  # header only
+        return list(ast.items)
     if isinstance(ast, cst.For):
-        return ast.iter
-    if isinstance(ast, (cst.ExceptHandler, cst.ExceptStarHandler)):
-        return None
-    return ast
+        return [ast.iter]
+    return [ast]
 
 
 # ---- deliberate per-iteration commits (SES201) -------------------------------------------------
@@ -360,3 +363,47 @@ def savepoint_names(func: cst.FunctionDef) -> dict[str, set[str]]:
             for t in n.targets:
                 out.setdefault(key, set()).add(receiver_key(t.target))
     return out
+
+
+def _rebinds(node: cst.CSTNode, name: str) -> bool:
+    for n in walk_scope(node, into_blocks=False):
+        target: Optional[cst.BaseExpression] = None
+        if isinstance(n, cst.AssignTarget):
+            target = n.target
+        elif isinstance(n, (cst.AnnAssign, cst.AugAssign, cst.NamedExpr)):
+            target = n.target
+        elif isinstance(n, cst.AsName):
+            target = n.name  # type: ignore[assignment]
+        if target is not None and name in _bound_names(target):
+            return True
+    return False
+
+
+def _bound_names(target: cst.CSTNode) -> set[str]:
+    """Names a binding target binds (`a`, `a, *b`), not names inside `x.attr` or `x[i]`."""
+    if isinstance(target, cst.Name):
+        return {target.value}
+    if isinstance(target, (cst.Tuple, cst.List)):
+        out: set[str] = set()
+        for el in target.elements:
+            out |= _bound_names(el.value)
+        return out
+    if isinstance(target, cst.StarredElement):
+        return _bound_names(target.value)
+    return set()
+
+
+def parameter_reaches(gi: GraphIndex, name: str, statement: Optional[cst.CSTNode]) -> bool:
+    """Does the value the parameter `name` came in with reach `statement` on some path?"""
+    targets = set(gi.nodes(statement))
+    if not targets:
+        return True
+    def rebinds(n: flow.Node) -> bool:
+        if n.id in targets:
+            return False
+        if isinstance(n.ast, cst.For) and name in _bound_names(n.ast.target):
+            return True
+        return any(_rebinds(part, name) for part in node_parts(n))
+
+    reached = gi.reach([gi.graph.entry], rebinds, exceptional=True)
+    return bool(reached & targets)
