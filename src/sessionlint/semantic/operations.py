@@ -13,7 +13,7 @@ from typing import Optional, Union
 
 import libcst as cst
 
-from .facts import FunctionInfo, code
+from .facts import FunctionInfo, code, dotted
 from .index import ProjectIndex, Scope
 from .values import Kind, Value
 from .walk import children
@@ -67,7 +67,9 @@ class Operations:
 
 
 def receiver_key(node: cst.BaseExpression) -> str:
-    return " ".join(code(node).split())
+    """The receiver as written, whitespace folded: `session`, `self.session`, `db.session`."""
+    name = dotted(node)  # the common case, without generating code
+    return name if name is not None else " ".join(code(node).split())
 
 
 # Session methods the transaction rules look at.
