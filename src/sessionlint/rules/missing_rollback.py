@@ -2,14 +2,12 @@ from __future__ import annotations
 
 from typing import Iterator
 
-import libcst as cst
 
 from ..model import FileModel
 from ..rule import Report, Rule
-from ..semantic import cfg as flow
-from ..semantic.transactions import (FAILING_METHODS, GraphIndex, catches_db_errors, inside_transaction_block,
-                                     mentions, node_parts, recovers, reraises, savepoint_names)
-from ..semantic.values import Kind, Own
+from ..semantic.transactions import (FAILING_METHODS, GraphIndex, catches_db_errors, failed_session_survives,
+                                     inside_transaction_block, recovers, reraises, savepoint_names)
+from ..semantic.values import Kind
 
 
 class MissingRollback(Rule):
@@ -104,21 +102,7 @@ class MissingRollback(Rule):
                                     for sp in savepoints.get(op.receiver, ())):
                         if graph is None:
                             graph = GraphIndex(model.graph(info))
-                        if _failed_session_survives(graph, handler, op.receiver, op.value.own, model, scope):
+                        if failed_session_survives(graph, handler, op.receiver, op.value.own, model.index, scope):
                             reported.add(id(handler))
                             yield Report(handler, {"receiver": op.receiver, "method": op.method}, info.node)
                     break
-
-
-def _failed_session_survives(gi: GraphIndex, handler: cst.CSTNode, key: str, own: object,
-                             model: FileModel, scope: object) -> bool:
-    """After the handler: is the session used again, or handed back to the caller?"""
-    def recovered(node: flow.Node) -> bool:
-        return any(recovers(part, key, model.index, scope) for part in node_parts(node))  # type: ignore[arg-type]
-
-    reached = gi.reach(gi.nodes(handler), recovered)
-    for nid in reached:
-        node = gi.graph.nodes[nid]
-        if not recovered(node) and any(mentions(part, key) for part in node_parts(node)):
-            return True
-    return own is Own.BORROWED and gi.graph.exit in reached

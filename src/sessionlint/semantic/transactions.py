@@ -11,6 +11,7 @@ from . import cfg as flow
 from .facts import STORE_METHODS, FunctionInfo, dotted
 from .index import ProjectIndex, Scope
 from .operations import Context, Loop, receiver_key
+from .values import Own
 from .walk import walk, walk_scope
 
 # Operations that send SQL, so may fail and leave the transaction (or the session) failed.
@@ -407,3 +408,17 @@ def parameter_reaches(gi: GraphIndex, name: str, statement: Optional[cst.CSTNode
 
     reached = gi.reach([gi.graph.entry], rebinds, exceptional=True)
     return bool(reached & targets)
+
+
+def failed_session_survives(gi: GraphIndex, handler: cst.CSTNode, key: str, own: object,
+                            index: ProjectIndex, scope: Scope) -> bool:
+    """After the handler: is the session used again, or handed back to the caller?"""
+    def recovered(node: flow.Node) -> bool:
+        return any(recovers(part, key, index, scope) for part in node_parts(node))
+
+    reached = gi.reach(gi.nodes(handler), recovered)
+    for nid in reached:
+        node = gi.graph.nodes[nid]
+        if not recovered(node) and any(mentions(part, key) for part in node_parts(node)):
+            return True
+    return own is Own.BORROWED and gi.graph.exit in reached
