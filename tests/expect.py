@@ -1,7 +1,6 @@
 """`# expect: CODE[, CODE]` markers of the fixture files."""
 from __future__ import annotations
 
-import io
 import re
 import tokenize
 from pathlib import Path
