@@ -61,6 +61,8 @@ class FunctionSummary:
     stores_params: set[str] = field(default_factory=set)
     commits_params: set[str] = field(default_factory=set)
     rollbacks_params: set[str] = field(default_factory=set)
+    # parameters the function runs SQL on (a flush, a query): a failure there can leave them failed
+    queries_params: set[str] = field(default_factory=set)
     # (callee, first argument name) of every `register(x, ...)`-like call: zope.sqlalchemy
     register_calls: list[tuple[str, str]] = field(default_factory=list)
     local_imports: dict[str, str] = field(default_factory=dict)
@@ -371,6 +373,8 @@ class FactsCollector(FastVisitor):
             fn.summary.commits_params.add(param)
         elif attr == "rollback":
             fn.summary.rollbacks_params.add(param)
+        if attr in QUERY_METHODS:
+            fn.summary.queries_params.add(param)
 
     def visit_Call(self, node: cst.Call) -> None:
         fn = self._function()
@@ -396,6 +400,10 @@ class FactsCollector(FastVisitor):
             for arg in node.args:
                 self._note_store(arg.value)
 
+
+# Session methods that send SQL (and so may fail the transaction).
+QUERY_METHODS = frozenset({"flush", "commit", "execute", "scalar", "scalars", "get", "get_one", "query",
+                           "refresh", "merge", "connection", "stream", "stream_scalars", "run_sync", "exec"})
 
 # Methods of containers (and registries) that keep a reference to their argument.
 STORE_METHODS = frozenset(

@@ -58,6 +58,7 @@ class HelperCall:
     context: Context
     commits: bool = False
     rolls_back: bool = False
+    queries: bool = False  # runs SQL on it, so may leave it failed
 
 
 @dataclass
@@ -83,7 +84,7 @@ def collect_operations(info: FunctionInfo, index: ProjectIndex, scope: Scope) ->
     out = Operations()
     module = index.modules.get(scope.module)
     helpers = {q.rpartition(".")[2] for q, fs in module.functions.items()
-               if fs.commits_params or fs.rollbacks_params} if module is not None else set()
+               if fs.commits_params or fs.rollbacks_params or fs.queries_params} if module is not None else set()
     if not info.call_names & (SESSION_METHODS | helpers):
         return out  # nothing here can be a session operation
     values: dict[str, Optional[Value]] = {}
@@ -108,7 +109,7 @@ def collect_operations(info: FunctionInfo, index: ProjectIndex, scope: Scope) ->
         if fv is None or fv.kind not in (Kind.FUNCTION, Kind.SESSION_FUNCTION, Kind.PROVIDER):
             return
         summary = index.function_summary(fv.ref)
-        if summary is None or not (summary.commits_params or summary.rollbacks_params):
+        if summary is None or not (summary.commits_params or summary.rollbacks_params or summary.queries_params):
             return
         params = list(summary.params)
         if isinstance(func, cst.Attribute) and params:
@@ -119,11 +120,13 @@ def collect_operations(info: FunctionInfo, index: ProjectIndex, scope: Scope) ->
             if arg.star:
                 continue
             pname = arg.keyword.value if arg.keyword is not None else (params[i] if i < len(params) else None)
-            if pname in summary.commits_params or pname in summary.rollbacks_params:
+            if pname in summary.commits_params or pname in summary.rollbacks_params or \
+                    pname in summary.queries_params:
                 av = value_of(arg.value)
                 out.helpers.append(HelperCall(call, summary.qualname, receiver_key(arg.value), av, ctx,
                                               pname in summary.commits_params,
-                                              pname in summary.rollbacks_params))
+                                              pname in summary.rollbacks_params,
+                                              pname in summary.queries_params))
 
     def visit(node: cst.CSTNode, ctx: Context) -> None:
         if isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda)) and node is not info.node:

@@ -8,16 +8,14 @@ from typing import Callable, Iterable, Optional, Union
 import libcst as cst
 
 from . import cfg as flow
-from .facts import STORE_METHODS, FunctionInfo, dotted
+from .facts import QUERY_METHODS, STORE_METHODS, FunctionInfo, dotted
 from .index import ProjectIndex, Scope
 from .operations import Context, Loop, receiver_key
 from .values import Own
 from .walk import walk, walk_scope
 
 # Operations that send SQL, so may fail and leave the transaction (or the session) failed.
-FAILING_METHODS = frozenset({"flush", "commit", "execute", "scalar", "scalars", "get", "get_one", "query",
-                             "refresh", "merge", "connection", "stream", "stream_scalars", "run_sync",
-                             "exec"})
+FAILING_METHODS = QUERY_METHODS
 RECOVERY_METHODS = frozenset({"rollback", "close", "invalidate", "aclose"})
 _DB_ERROR_MODULES = ("sqlalchemy.exc.", "sqlalchemy.orm.exc.", "psycopg2.", "psycopg.", "pymysql.",
                      "asyncpg.", "sqlite3.")
