@@ -11,15 +11,20 @@ from .rules.commit_under_transaction_manager import CommitUnderTransactionManage
 from .rules.missing_rollback import MissingRollback
 from .rules.nested_session_in_borrowed import NestedSessionInBorrowed
 from .rules.provider_without_finally import ProviderWithoutFinally
+from .rules.engine_per_call import EnginePerCall
+from .rules.long_lived_session import LongLivedSession
 from .rules.session_not_closed import SessionNotClosed
+from .rules.sync_with_on_async_session import SyncWithOnAsyncSession
+from .rules.unawaited_session_call import UnawaitedSessionCall
 
 # SES001 is the engine's own: a file that could not be read or parsed.
 PARSE_ERROR_CODE = "SES001"
 PARSE_ERROR_NAME = "syntax-error"
 
-RULES: tuple[type[Rule], ...] = (SessionNotClosed, CloseNotGuaranteed, ProviderWithoutFinally, CommitInLoop,
-                                 MissingRollback, CommitInBorrowedSession, NestedSessionInBorrowed,
-                                 CommitUnderTransactionManager)
+RULES: tuple[type[Rule], ...] = (SessionNotClosed, CloseNotGuaranteed, ProviderWithoutFinally, LongLivedSession,
+                                 EnginePerCall, CommitInLoop, MissingRollback, CommitInBorrowedSession,
+                                 NestedSessionInBorrowed, CommitUnderTransactionManager,
+                                 SyncWithOnAsyncSession, UnawaitedSessionCall)
 BY_CODE: dict[str, type[Rule]] = {r.code: r for r in RULES}
 BY_NAME: dict[str, type[Rule]] = {r.name: r for r in RULES}
 ALL_CODES: tuple[str, ...] = (PARSE_ERROR_CODE,) + tuple(BY_CODE)

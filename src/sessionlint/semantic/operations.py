@@ -45,6 +45,8 @@ class SessionOp:
     value: Value
     context: Context
     awaited: bool = False
+    # used without awaiting in a way that shows it: `.all()` on it, or iterated by `for`
+    misused: bool = False
 
 
 @dataclass
@@ -77,11 +79,13 @@ def receiver_key(node: cst.BaseExpression) -> str:
 SESSION_METHODS = frozenset({"commit", "rollback", "close", "flush", "execute", "scalar", "scalars", "get",
                              "get_one", "query", "refresh", "merge", "connection", "stream", "stream_scalars",
                              "run_sync", "exec", "add", "add_all", "delete", "begin", "begin_nested",
-                             "invalidate", "aclose"})
+                             "invalidate", "aclose", "reset", "remove", "exec_driver_sql", "merge_all",
+                             "delete_all"})
 
 
 def collect_operations(info: FunctionInfo, index: ProjectIndex, scope: Scope) -> Operations:
     out = Operations()
+    misused: set[int] = set()
     module = index.modules.get(scope.module)
     helpers = {q.rpartition(".")[2] for q, fs in module.functions.items()
                if fs.commits_params or fs.rollbacks_params or fs.queries_params} if module is not None else set()
@@ -101,7 +105,8 @@ def collect_operations(info: FunctionInfo, index: ProjectIndex, scope: Scope) ->
             receiver = func.value
             v = value_of(receiver)
             if v is not None and (v.is_session_like or v.kind is Kind.REGISTRY):
-                out.ops.append(SessionOp(call, func.attr.value, receiver_key(receiver), v, ctx, awaited))
+                out.ops.append(SessionOp(call, func.attr.value, receiver_key(receiver), v, ctx, awaited,
+                                         id(call) in misused))
                 return
         if not call.args or not isinstance(func, (cst.Name, cst.Attribute)):
             return
@@ -135,6 +140,10 @@ def collect_operations(info: FunctionInfo, index: ProjectIndex, scope: Scope) ->
             for small in node.body:
                 visit(small, Context(ctx.loops, ctx.ifs, ctx.withs, ctx.trys, small))
             return
+        if isinstance(node, cst.Attribute) and isinstance(node.value, cst.Call):
+            misused.add(id(node.value))  # `session.scalars(q).all()`
+        if isinstance(node, cst.For) and isinstance(node.iter, cst.Call):
+            misused.add(id(node.iter))  # `for row in session.exec(q):`
         if isinstance(node, (cst.For, cst.While)):
             header = node.iter if isinstance(node, cst.For) else node.test
             visit(header, Context(ctx.loops, ctx.ifs, ctx.withs, ctx.trys, header))

@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+import libcst as cst
+
+from ..model import FileModel
+from ..rule import Report, Rule
+from ..semantic.facts import FunctionInfo
+from ..semantic.operations import Context
+from ..semantic.placement import assigned_global, dependency_names, is_cached, is_route_handler, loop_calls
+from ..semantic.transactions import GraphIndex, runs_every_iteration
+from ..semantic.values import Kind
+from ..semantic.walk import walk_scope
+
+
+class EnginePerCall(Rule):
+    """## What it does
+    Checks for `create_engine`, `create_async_engine`, `sessionmaker` or `async_sessionmaker`
+    called per request or per item: in a Flask or FastAPI route handler, a FastAPI dependency,
+    a loop body, or a function of the module that is called in a loop, without caching.
+
+    ## Why is this bad?
+    An engine owns a connection pool. Building one per call opens new connections every time
+    (no pooling at all), and engines that are not disposed keep their pooled connections until
+    garbage collection: the database runs out of connection slots (`too many connections`)
+    under ordinary load. A `sessionmaker` is cheap but creating one per call usually comes
+    with an engine per call, and defeats configuring it once.
+
+    ## Example
+    ```python
+    from fastapi import FastAPI
+    from sqlalchemy import create_engine
+
+    app = FastAPI()
+
+    @app.get("/users")
+    def list_users():
+        engine = create_engine("postgresql+psycopg://app@db/app")
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT name FROM users")).scalars().all()
+    ```
+
+    Use instead:
+    ```python
+    from fastapi import FastAPI
+    from sqlalchemy import create_engine
+
+    app = FastAPI()
+    engine = create_engine("postgresql+psycopg://app@db/app")
+
+    @app.get("/users")
+    def list_users():
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT name FROM users")).scalars().all()
+    ```
+
+    ## Known problems
+    Route handlers are recognised by the decorator's shape (`@<app>.get("/path")`,
+    `@<bp>.route(...)`), not by resolving the application object.
+
+    ## References
+    - [Engine configuration: the engine is created once per process](https://docs.sqlalchemy.org/en/20/core/connections.html#basic-usage)
+    """
+
+    code = "SES105"
+    name = "engine-per-call"
+    message = "`{maker}()` runs {when}, building a new {what} each time"
+    hint = "Create it once at module level (or cache it) and reuse it"
+
+    def check(self, model: FileModel) -> Iterator[Report]:
+        dependencies = dependency_names(model.module)
+        aliases = _maker_aliases(model)
+        looped = self._called_each_iteration(model)
+        for info in model.functions:
+            if is_cached(info) or not info.call_names & (_MAKER_NAMES | aliases):
+                continue
+            scope = model.scope_of(info)
+            name = info.node.name.value
+            if is_route_handler(info.node):
+                when = "in every request"
+            elif name in dependencies:
+                when = "for every request (a FastAPI dependency)"
+            elif name in looped:
+                when = f"each time `{name}()` is called in a loop"
+            else:
+                when = ""
+            in_loop = {id(call) for call, loop, stmt in loop_calls(info.node)
+                       if self._every_iteration(model, info, loop, stmt)}
+            cached = _cached_calls(info)
+            for n in walk_scope(info.node.body):
+                if not isinstance(n, cst.Call) or id(n) in cached:
+                    continue
+                func = model.index.eval(n.func, scope)
+                if func is None or func.kind not in (Kind.ENGINE_MAKER, Kind.FACTORY_MAKER):
+                    continue
+                place = when or ("once per loop iteration" if id(n) in in_loop else "")
+                if place:
+                    what = "engine and pool" if func.kind is Kind.ENGINE_MAKER else "session factory"
+                    maker = cst.Module([]).code_for_node(n.func)
+                    yield Report(n, {"maker": maker, "when": place, "what": what}, info.node)
+
+    @staticmethod
+    def _every_iteration(model: FileModel, info: FunctionInfo, loop: cst.CSTNode,
+                         stmt: Optional[cst.CSTNode]) -> bool:
+        """Not a retry loop that returns or breaks once the call succeeded."""
+        graph = GraphIndex(model.graph(info))
+        return runs_every_iteration(graph, Context(statement=stmt), loop)  # type: ignore[arg-type]
+
+    def _called_each_iteration(self, model: FileModel) -> set[str]:
+        """Functions of the module called (by name, or on `self`/`cls`) in a loop that goes on."""
+        out: set[str] = set()
+        for info in model.functions:
+            for call, loop, stmt in loop_calls(info.node):
+                func = call.func
+                if isinstance(func, cst.Name):
+                    name = func.value
+                elif isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and \
+                        func.value.value in ("self", "cls"):
+                    name = func.attr.value
+                else:
+                    continue  # `text.replace(...)` is not the module's `replace()`
+                if name not in out and self._every_iteration(model, info, loop, stmt):
+                    out.add(name)
+        return out
+
+
+_MAKER_NAMES = frozenset({"create_engine", "create_async_engine", "sessionmaker", "async_sessionmaker",
+                          "engine_from_config", "async_engine_from_config"})
+
+
+def _maker_aliases(model: FileModel) -> set[str]:
+    """Local names the module imported the makers under (`from sqlalchemy import create_engine as ce`)."""
+    return {local for local, origin in model.summary.imports.items()
+            if origin.rpartition(".")[2] in _MAKER_NAMES}
+
+
+def _cached_calls(info: FunctionInfo) -> set[int]:
+    """Calls whose result is kept beyond the call: assigned to a `global`, stored in a module-level
+    container or on an object (`_engines[url] = engine`, `self._engine = engine`)."""
+    out: set[int] = set()
+    local_of: dict[str, int] = {}
+    for n in walk_scope(info.node.body):
+        if not isinstance(n, cst.Assign):
+            continue
+        if assigned_global(info, n) is not None and isinstance(n.value, cst.Call):
+            out.add(id(n.value))
+            continue
+        for t in n.targets:
+            if isinstance(t.target, cst.Name) and isinstance(n.value, cst.Call):
+                local_of[t.target.value] = id(n.value)
+            elif isinstance(t.target, (cst.Subscript, cst.Attribute)):
+                if isinstance(n.value, cst.Call):
+                    out.add(id(n.value))
+                elif isinstance(n.value, cst.Name) and n.value.value in local_of:
+                    out.add(local_of[n.value.value])
+    return out
