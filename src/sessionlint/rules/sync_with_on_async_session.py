@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Optional
 
 import libcst as cst
 
@@ -60,7 +60,8 @@ class SyncWithOnAsyncSession(Rule):
     def check(self, model: FileModel) -> Iterator[Report]:
         from ..semantic.operations import receiver_key
 
-        places = [(info.node.body, model.scope_of(info), info.node) for info in model.functions]
+        places: list[tuple[cst.CSTNode, Scope, Optional[cst.FunctionDef]]] = [
+            (info.node.body, model.scope_of(info), info.node) for info in model.functions]
         places.append((model.module, Scope(model.summary.name), None))
         for body, scope, func in places:
             for n in walk_scope(body):
