@@ -59,7 +59,7 @@ def session_names(index: ProjectIndex, summaries: Iterable[ModuleSummary]) -> se
 def analyse(p: Parsed, index: ProjectIndex, codes: Sequence[str], apply_noqa: bool = True,
             options: Optional[dict[str, dict[str, list[str]]]] = None) -> list[Finding]:
     """Run the selected rules on one parsed file; noqa applied, positions resolved."""
-    model = FileModel(p.module, p.summary, p.functions, index, options or {})
+    model = FileModel(p.module, p.summary, p.functions, index, options or {}, p.module_withs)
     reports = []
     for code in codes:
         rule_cls = registry.BY_CODE.get(code)

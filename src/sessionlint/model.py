@@ -11,6 +11,7 @@ from .semantic.facts import FunctionInfo, ModuleSummary
 from .semantic.index import ProjectIndex, Scope
 from .semantic.lifecycle import Lifecycle, analyse
 from .semantic.operations import Operations, collect_operations
+from .semantic.transactions import GraphIndex
 
 
 @dataclass
@@ -20,9 +21,11 @@ class FileModel:
     functions: list[FunctionInfo]
     index: ProjectIndex
     rule_options: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    module_withs: list[cst.With] = field(default_factory=list)
     _lifecycles: Optional[list[tuple[FunctionInfo, Lifecycle]]] = field(default=None, repr=False)
     _operations: dict[int, Operations] = field(default_factory=dict, repr=False)
     _graphs: dict[int, cfg.CFG] = field(default_factory=dict, repr=False)
+    _graph_indexes: dict[int, GraphIndex] = field(default_factory=dict, repr=False)
 
     def options(self, rule: object) -> dict[str, list[str]]:
         """The rule's `[tool.sessionlint.options.<rule-name>]` table."""
@@ -48,6 +51,13 @@ class FileModel:
 
     def _graph_of(self, info: FunctionInfo) -> Callable[[], cfg.CFG]:
         return lambda: self.graph(info)
+
+    def graph_index(self, info: FunctionInfo) -> GraphIndex:
+        """The flow graph with its node lookup, built once per function."""
+        gi = self._graph_indexes.get(id(info.node))
+        if gi is None:
+            gi = self._graph_indexes[id(info.node)] = GraphIndex(self.graph(info))
+        return gi
 
     def graph(self, info: FunctionInfo) -> cfg.CFG:
         """The function's flow graph, built once for all rules that need it."""

@@ -5,7 +5,7 @@ import ast
 import io
 import re
 import tokenize
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Union
 
 import libcst as cst
@@ -27,6 +27,7 @@ class Parsed:
     module: cst.Module
     summary: ModuleSummary
     functions: list[FunctionInfo]
+    module_withs: list[cst.With] = field(default_factory=list)
 
 
 def _decode(data: bytes) -> str:
@@ -65,8 +66,8 @@ def parse_source(display: str, data: Union[bytes, str], name: str, is_package: b
         return _syntax_error(display, exc.raw_line, exc.raw_column + 1, f"File could not be parsed: {message}")
     except (RecursionError, ValueError) as exc:  # libcst's limits on very deep nesting
         return _syntax_error(display, 1, 1, f"File could not be parsed: {type(exc).__name__}")
-    summary, functions = collect(module, name, display, is_package)
-    return Parsed(display, text, module, summary, functions)
+    summary, functions, module_withs = collect(module, name, display, is_package)
+    return Parsed(display, text, module, summary, functions, module_withs)
 
 
 def quick_syntax_check(display: str, data: bytes) -> Optional[Finding]:

@@ -5,7 +5,7 @@ from typing import Iterator
 
 from ..model import FileModel
 from ..rule import Report, Rule
-from ..semantic.transactions import GraphIndex, parameter_reaches
+from ..semantic.transactions import parameter_reaches
 from ..semantic.values import Own
 
 
@@ -70,7 +70,7 @@ class CommitInBorrowedSession(Rule):
                 if op.method in ("commit", "rollback", "close") and op.receiver in params and \
                         op.value.own is Own.BORROWED:
                     if graph is None:
-                        graph = GraphIndex(model.graph(info))
+                        graph = model.graph_index(info)
                     # `with create_session() as session:` rebinds the name to a session of its own
                     if parameter_reaches(graph, op.receiver, op.context.statement):
                         yield Report(op.call, {"receiver": op.receiver, "method": op.method,

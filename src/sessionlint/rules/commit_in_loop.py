@@ -6,7 +6,7 @@ from ..model import FileModel
 from ..rule import Report, Rule
 from ..semantic.values import Kind
 from ..semantic.operations import Loop
-from ..semantic.transactions import (GraphIndex, binds_name, deliberate_per_iteration, is_batching_guard,
+from ..semantic.transactions import (binds_name, deliberate_per_iteration, is_batching_guard,
                                      joined_via_callers, runs_every_iteration)
 
 
@@ -82,7 +82,7 @@ class CommitInLoop(Rule):
                         joined_via_callers(model.functions, info, receiver):
                     continue
                 if graph is None:
-                    graph = GraphIndex(model.graph(info))
+                    graph = model.graph_index(info)
                 if runs_every_iteration(graph, ctx, loop):
                     yield Report(call, {"what": what}, info.node)
 

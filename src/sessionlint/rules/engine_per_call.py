@@ -9,7 +9,7 @@ from ..rule import Report, Rule
 from ..semantic.facts import FunctionInfo
 from ..semantic.operations import Context
 from ..semantic.placement import assigned_global, dependency_names, is_cached, is_route_handler, loop_calls
-from ..semantic.transactions import GraphIndex, runs_every_iteration
+from ..semantic.transactions import runs_every_iteration
 from ..semantic.values import Kind
 from ..semantic.walk import walk_scope
 
@@ -69,12 +69,14 @@ class EnginePerCall(Rule):
     hint = "Create it once at module level (or cache it) and reuse it"
 
     def check(self, model: FileModel) -> Iterator[Report]:
-        dependencies = dependency_names(model.module)
         aliases = _maker_aliases(model)
-        looped = self._called_each_iteration(model)
-        for info in model.functions:
-            if is_cached(info) or not info.call_names & (_MAKER_NAMES | aliases):
-                continue
+        makers = [info for info in model.functions
+                  if not is_cached(info) and info.call_names & (_MAKER_NAMES | aliases)]
+        if not makers:
+            return
+        dependencies = dependency_names(model.module)
+        looped = self._called_each_iteration(model, {info.node.name.value for info in makers})
+        for info in makers:
             scope = model.scope_of(info)
             name = info.node.name.value
             if is_route_handler(info.node):
@@ -104,13 +106,14 @@ class EnginePerCall(Rule):
     def _every_iteration(model: FileModel, info: FunctionInfo, loop: cst.CSTNode,
                          stmt: Optional[cst.CSTNode]) -> bool:
         """Not a retry loop that returns or breaks once the call succeeded."""
-        graph = GraphIndex(model.graph(info))
-        return runs_every_iteration(graph, Context(statement=stmt), loop)  # type: ignore[arg-type]
+        return runs_every_iteration(model.graph_index(info), Context(statement=stmt), loop)  # type: ignore[arg-type]
 
-    def _called_each_iteration(self, model: FileModel) -> set[str]:
-        """Functions of the module called (by name, or on `self`/`cls`) in a loop that goes on."""
+    def _called_each_iteration(self, model: FileModel, names: set[str]) -> set[str]:
+        """Which of `names` are called (by name, or on `self`/`cls`) in a loop that goes on."""
         out: set[str] = set()
         for info in model.functions:
+            if not info.call_names & names:
+                continue
             for call, loop, stmt in loop_calls(info.node):
                 func = call.func
                 if isinstance(func, cst.Name):
@@ -120,7 +123,7 @@ class EnginePerCall(Rule):
                     name = func.attr.value
                 else:
                     continue  # `text.replace(...)` is not the module's `replace()`
-                if name not in out and self._every_iteration(model, info, loop, stmt):
+                if name in names and name not in out and self._every_iteration(model, info, loop, stmt):
                     out.add(name)
         return out
 

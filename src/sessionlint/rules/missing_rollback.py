@@ -6,7 +6,7 @@ from typing import Iterator
 from ..model import FileModel
 from ..rule import Report, Rule
 from ..semantic.facts import dotted
-from ..semantic.transactions import (FAILING_METHODS, GraphIndex, catches_db_errors, failed_session_survives,
+from ..semantic.transactions import (FAILING_METHODS, catches_db_errors, failed_session_survives,
                                      inside_transaction_block, recovers, reraises, savepoint_names)
 from ..semantic.values import Kind
 
@@ -110,7 +110,7 @@ class MissingRollback(Rule):
                             not recovers(handler, receiver, model.index, scope) and \
                             not any(recovers(handler, sp, model.index, scope) for sp in savepoints.get(receiver, ())):
                         if graph is None:
-                            graph = GraphIndex(model.graph(info))
+                            graph = model.graph_index(info)
                         if failed_session_survives(graph, handler, receiver, value.own, model.index, scope):
                             reported.add(id(handler))
                             yield Report(handler, {"receiver": receiver, "call": what}, info.node)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Iterator
 
 import libcst as cst
 
@@ -8,7 +8,6 @@ from ..model import FileModel
 from ..rule import Report, Rule
 from ..semantic.index import Scope
 from ..semantic.values import Kind
-from ..semantic.walk import walk_scope
 
 _ASYNC_CM_METHODS = frozenset({"begin", "begin_nested", "connect"})
 
@@ -60,13 +59,10 @@ class SyncWithOnAsyncSession(Rule):
     def check(self, model: FileModel) -> Iterator[Report]:
         from ..semantic.operations import receiver_key
 
-        places: list[tuple[cst.CSTNode, Scope, Optional[cst.FunctionDef]]] = [
-            (info.node.body, model.scope_of(info), info.node) for info in model.functions]
-        places.append((model.module, Scope(model.summary.name), None))
-        for body, scope, func in places:
-            for n in walk_scope(body):
-                if not isinstance(n, cst.With) or n.asynchronous is not None:
-                    continue
+        places = [(info.sync_withs, model.scope_of(info), info.node) for info in model.functions if info.sync_withs]
+        places.append((model.module_withs, Scope(model.summary.name), None))  # type: ignore[arg-type]
+        for withs, scope, func in places:
+            for n in withs:
                 for item in n.items:
                     if _is_async_resource(model, item.item, scope):
                         yield Report(item.item, {"item": receiver_key(item.item)}, func)

@@ -114,6 +114,9 @@ class FunctionInfo:
     # call expressions that may create a session: bound to a name, or used as a receiver
     bound_calls: list[tuple[str, cst.BaseExpression]] = field(default_factory=list)
     receiver_calls: list[cst.Call] = field(default_factory=list)
+    sync_withs: list[cst.With] = field(default_factory=list)  # plain (not async) `with` statements
+    # receivers of calls to session-method names (`session` in `session.get(...)`), as IR
+    method_receivers: set[IR] = field(default_factory=set)
     # names called in the function: `f(...)` gives "f", `x.commit()` gives "commit"
     call_names: set[str] = field(default_factory=set)
     # (outer call, argument call): `read_sql(q, engine.connect())` hands a new session to a call
@@ -137,6 +140,7 @@ class FactsCollector(FastVisitor):
         # innermost last; entries are FunctionInfo or ClassSummary
         self._stack: list[Union[FunctionInfo, ClassSummary]] = []
         self._lambdas = 0  # inside a lambda: not the enclosing function's own code
+        self.module_withs: list[cst.With] = []  # plain `with` outside functions
         self._with_items = 0  # inside a `with` header: whatever is created there is managed
 
     # ---- scopes -----------------------------------------------------------------------
@@ -318,6 +322,11 @@ class FactsCollector(FastVisitor):
         self._bind(node.target, node.value)
         self._candidate(node.target, node.value)
 
+    def visit_With(self, node: cst.With) -> None:
+        if node.asynchronous is None:
+            fn = self._function()
+            (fn.sync_withs if fn is not None else self.module_withs).append(node)
+
     def visit_WithItem(self, node: cst.WithItem) -> None:
         self._with_items += 1
         fn = self._function()
@@ -382,6 +391,8 @@ class FactsCollector(FastVisitor):
             func = node.func
             if isinstance(func, cst.Attribute):
                 fn.call_names.add(func.attr.value)
+                if func.attr.value in SESSION_METHODS:
+                    fn.method_receivers.add(to_ir(func.value))
             elif isinstance(func, cst.Name):
                 fn.call_names.add(func.value)
         callee = dotted(node.func)
@@ -400,6 +411,13 @@ class FactsCollector(FastVisitor):
             for arg in node.args:
                 self._note_store(arg.value)
 
+
+# Session methods the transaction and asyncio rules look at.
+SESSION_METHODS = frozenset({"commit", "rollback", "close", "flush", "execute", "scalar", "scalars", "get",
+                             "get_one", "query", "refresh", "merge", "connection", "stream", "stream_scalars",
+                             "run_sync", "exec", "add", "add_all", "delete", "begin", "begin_nested",
+                             "invalidate", "aclose", "reset", "remove", "exec_driver_sql", "merge_all",
+                             "delete_all"})
 
 # Session methods that send SQL (and so may fail the transaction).
 QUERY_METHODS = frozenset({"flush", "commit", "execute", "scalar", "scalars", "get", "get_one", "query",
@@ -467,11 +485,12 @@ def all_names(node: cst.CSTNode) -> set[str]:
     return {n.value for n in _all_names(node)}
 
 
-def collect(module: cst.Module, name: str, path: str, is_package: bool) -> tuple[ModuleSummary, list[FunctionInfo]]:
+def collect(module: cst.Module, name: str, path: str,
+            is_package: bool) -> tuple[ModuleSummary, list[FunctionInfo], list[cst.With]]:
     summary = ModuleSummary(name=name, path=path, is_package=is_package)
     collector = FactsCollector(summary)
     collector.visit_tree(module)
-    return summary, collector.functions
+    return summary, collector.functions, collector.module_withs
 
 
 def body_statements(body: Union[cst.BaseSuite, Sequence[cst.BaseStatement]]) -> Sequence[cst.BaseStatement]:

@@ -69,18 +69,14 @@ class Operations:
     helpers: list[HelperCall] = field(default_factory=list)
 
 
+def _may_be_session(value: Optional[Value]) -> bool:
+    return value is not None and (value.is_session_like or value.kind is Kind.REGISTRY)
+
+
 def receiver_key(node: cst.BaseExpression) -> str:
     """The receiver as written, whitespace folded: `session`, `self.session`, `db.session`."""
     name = dotted(node)  # the common case, without generating code
     return name if name is not None else " ".join(code(node).split())
-
-
-# Session methods the transaction rules look at.
-SESSION_METHODS = frozenset({"commit", "rollback", "close", "flush", "execute", "scalar", "scalars", "get",
-                             "get_one", "query", "refresh", "merge", "connection", "stream", "stream_scalars",
-                             "run_sync", "exec", "add", "add_all", "delete", "begin", "begin_nested",
-                             "invalidate", "aclose", "reset", "remove", "exec_driver_sql", "merge_all",
-                             "delete_all"})
 
 
 def collect_operations(info: FunctionInfo, index: ProjectIndex, scope: Scope) -> Operations:
@@ -89,8 +85,10 @@ def collect_operations(info: FunctionInfo, index: ProjectIndex, scope: Scope) ->
     module = index.modules.get(scope.module)
     helpers = {q.rpartition(".")[2] for q, fs in module.functions.items()
                if fs.commits_params or fs.rollbacks_params or fs.queries_params} if module is not None else set()
-    if not info.call_names & (SESSION_METHODS | helpers):
-        return out  # nothing here can be a session operation
+    if not info.call_names & helpers and \
+            not any(_may_be_session(index.eval_ir(ir, scope)) for ir in info.method_receivers if ir is not None) and \
+            not any(_may_be_session(index.lookup(p, scope)) for p in info.summary.params):
+        return out  # nothing here can be a session operation, nor hand a session to a helper
     values: dict[str, Optional[Value]] = {}
 
     def value_of(node: cst.BaseExpression) -> Optional[Value]:
