@@ -106,7 +106,7 @@ class MissingRollback(Rule):
                         continue  # the error goes on to an outer try
                     handler = catching[0]
                     finally_recovers = tr.finalbody is not None and recovers(tr.finalbody, receiver, model.index, scope)
-                    if id(handler) not in reported and not reraises(handler) and not finally_recovers and \
+                    if id(handler) not in reported and not reraises(handler, model.index, scope) and not finally_recovers and \
                             not recovers(handler, receiver, model.index, scope) and \
                             not any(recovers(handler, sp, model.index, scope) for sp in savepoints.get(receiver, ())):
                         if graph is None:

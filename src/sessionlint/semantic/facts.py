@@ -63,6 +63,7 @@ class FunctionSummary:
     rollbacks_params: set[str] = field(default_factory=set)
     # parameters the function runs SQL on (a flush, a query): a failure there can leave them failed
     queries_params: set[str] = field(default_factory=set)
+    ends_in_raise: bool = False  # the body's last statement raises: calling it never returns
     # (callee, first argument name) of every `register(x, ...)`-like call: zope.sqlalchemy
     register_calls: list[tuple[str, str]] = field(default_factory=list)
     local_imports: dict[str, str] = field(default_factory=dict)
@@ -168,6 +169,9 @@ class FactsCollector(FastVisitor):
         fs = FunctionSummary(qualname, is_async=node.asynchronous is not None)
         if node.returns is not None:
             fs.return_annotation = to_ir(node.returns.annotation)
+        body = node.body.body if isinstance(node.body, cst.IndentedBlock) else []
+        last = body[-1] if body else None
+        fs.ends_in_raise = isinstance(last, cst.SimpleStatementLine) and isinstance(last.body[-1], cst.Raise)
         fs.decorators = [dotted(d.decorator.func if isinstance(d.decorator, cst.Call) else d.decorator) or ""
                          for d in node.decorators]
         params = node.params

@@ -128,8 +128,17 @@ def catches_db_errors(handler: Union[cst.ExceptHandler, cst.ExceptStarHandler], 
     return False
 
 
-def reraises(handler: cst.CSTNode) -> bool:
-    return any(isinstance(n, cst.Raise) for n in walk_scope(handler))
+def reraises(handler: cst.CSTNode, index: ProjectIndex, scope: Scope) -> bool:
+    """Does the handler raise, itself or through a project helper that always raises?"""
+    for n in walk_scope(handler):
+        if isinstance(n, cst.Raise):
+            return True
+        if isinstance(n, cst.Call) and isinstance(n.func, (cst.Name, cst.Attribute)):
+            fv = index.eval(n.func, scope)
+            summary = index.function_summary(fv.ref) if fv is not None and fv.ref else None
+            if summary is not None and summary.ends_in_raise:
+                return True
+    return False
 
 
 def recovers(node: cst.CSTNode, key: str, index: ProjectIndex, scope: Scope) -> bool:
