@@ -1,6 +1,7 @@
 """The flake8 plugin reports what the CLI reports, under flake8's own selection and noqa."""
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,10 @@ def _flake8(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
 
 @pytest.mark.parametrize("path", SINGLE, ids=lambda p: p.name)
 def test_same_findings_as_cli(path: Path) -> None:
+    try:
+        ast.parse(path.read_text(encoding="utf-8"))
+    except SyntaxError:  # e.g. `match` on Python 3.9: flake8 reports E999 and runs no plugin
+        pytest.skip(f"{path.name} uses syntax this Python's parser (flake8's) does not know")
     settings = settings_for(path)
     extensions = ["--enable-extensions", ",".join(settings.extend_select)] if settings.extend_select else []
     proc = _flake8("--select", "SES", *extensions, "--format", "%(row)d:%(col)d:%(code)s", str(path))
