@@ -14,6 +14,8 @@ from .rules.provider_without_finally import ProviderWithoutFinally
 from .rules.engine_per_call import EnginePerCall
 from .rules.long_lived_session import LongLivedSession
 from .rules.session_not_closed import SessionNotClosed
+from .rules.session_shared_across_tasks import SessionSharedAcrossTasks
+from .rules.session_shared_across_threads import SessionSharedAcrossThreads
 from .rules.sync_with_on_async_session import SyncWithOnAsyncSession
 from .rules.unawaited_session_call import UnawaitedSessionCall
 
@@ -24,6 +26,7 @@ PARSE_ERROR_NAME = "syntax-error"
 RULES: tuple[type[Rule], ...] = (SessionNotClosed, CloseNotGuaranteed, ProviderWithoutFinally, LongLivedSession,
                                  EnginePerCall, CommitInLoop, MissingRollback, CommitInBorrowedSession,
                                  NestedSessionInBorrowed, CommitUnderTransactionManager,
+                                 SessionSharedAcrossThreads, SessionSharedAcrossTasks,
                                  SyncWithOnAsyncSession, UnawaitedSessionCall)
 BY_CODE: dict[str, type[Rule]] = {r.code: r for r in RULES}
 BY_NAME: dict[str, type[Rule]] = {r.name: r for r in RULES}
