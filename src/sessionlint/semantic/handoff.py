@@ -44,7 +44,9 @@ def session_names_in(node: cst.CSTNode, index: ProjectIndex, scope: Scope,
     for n in walk(node):
         if isinstance(n, cst.Name):
             if n.value in local_functions:
-                out |= session_names_in(local_functions[n.value].body, index, scope, {})
+                inner = local_functions[n.value]
+                # the names the nested function binds itself are its own, not the session here
+                out |= session_names_in(inner.body, index, scope, {}) - _bound_in(inner)
             elif is_shared_session(index.lookup(n.value, scope)):
                 out.add(n.value)
         elif isinstance(n, cst.Attribute) and isinstance(n.value, cst.Name) and n.value.value == "self":
@@ -99,3 +101,17 @@ def used_after(info: FunctionInfo, call: cst.Call, key: str) -> bool:
         if isinstance(n, cst.Attribute) and isinstance(n.value, cst.Name) and n.value.value == key:
             return True
     return False
+
+
+def _bound_in(func: cst.FunctionDef) -> set[str]:
+    names = {p.name.value for p in (*func.params.params, *func.params.kwonly_params, *func.params.posonly_params)}
+    for n in walk_scope(func.body):
+        if isinstance(n, cst.AssignTarget) and isinstance(n.target, cst.Name):
+            names.add(n.target.value)
+        elif isinstance(n, cst.AsName) and isinstance(n.name, cst.Name):
+            names.add(n.name.value)
+        elif isinstance(n, (cst.AnnAssign, cst.NamedExpr)) and isinstance(n.target, cst.Name):
+            names.add(n.target.value)
+        elif isinstance(n, cst.For) and isinstance(n.target, cst.Name):
+            names.add(n.target.value)
+    return names
