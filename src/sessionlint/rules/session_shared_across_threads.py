@@ -7,7 +7,7 @@ import libcst as cst
 from ..model import FileModel
 from ..rule import Report, Rule
 from ..semantic.handoff import (THREAD_CALLS, THREAD_METHODS, is_thread_subclass, nested_functions, origin,
-                                own_calls, session_names_in, used_after)
+                                own_calls, session_names_in, thread_subclass_names, used_after)
 
 
 class SessionSharedAcrossThreads(Rule):
@@ -69,8 +69,9 @@ class SessionSharedAcrossThreads(Rule):
     hint = "Pass the session factory and let the thread open (and close) its own session"
 
     def check(self, model: FileModel) -> Iterator[Report]:
+        wanted = _CALL_NAMES | thread_subclass_names(model.index)
         for info in model.functions:
-            if not info.call_names & _CALL_NAMES and not any(n[:1].isupper() for n in info.call_names):
+            if not info.call_names & wanted:
                 continue
             scope = model.scope_of(info)
             locals_ = nested_functions(info)

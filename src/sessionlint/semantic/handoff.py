@@ -115,3 +115,16 @@ def _bound_in(func: cst.FunctionDef) -> set[str]:
         elif isinstance(n, cst.For) and isinstance(n.target, cst.Name):
             names.add(n.target.value)
     return names
+
+
+def thread_subclass_names(index: ProjectIndex) -> frozenset[str]:
+    """Names of the project's classes that subclass `threading.Thread` (computed once)."""
+    cached = index.thread_subclasses
+    if cached is None:
+        names = set()
+        for module in list(index.modules.values()):
+            for qual, cls in module.classes.items():
+                if any((dotted_ir(b) or "").rpartition(".")[2] in ("Thread", "Process") for b in cls.bases):
+                    names.add(qual.rpartition(".")[2])
+        cached = index.thread_subclasses = frozenset(names)
+    return cached

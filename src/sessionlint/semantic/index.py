@@ -89,6 +89,7 @@ class ProjectIndex:
             self.extra[_norm(name)] = Value(Kind.CLOSER)
         self._memo: dict[tuple[object, ...], object] = {}
         self._creators: Optional[frozenset[str]] = None
+        self.thread_subclasses: Optional[frozenset[str]] = None  # filled by handoff.thread_subclass_names
 
     def creator_names(self) -> frozenset[str]:
         """Last name segments under which a call can make a new session: SQLAlchemy's own and the
