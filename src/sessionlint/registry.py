@@ -12,6 +12,7 @@ from .rules.missing_rollback import MissingRollback
 from .rules.nested_session_in_borrowed import NestedSessionInBorrowed
 from .rules.provider_without_finally import ProviderWithoutFinally
 from .rules.engine_per_call import EnginePerCall
+from .rules.instance_used_after_close import InstanceUsedAfterClose
 from .rules.long_lived_session import LongLivedSession
 from .rules.session_not_closed import SessionNotClosed
 from .rules.session_shared_across_tasks import SessionSharedAcrossTasks
@@ -24,7 +25,7 @@ PARSE_ERROR_CODE = "SES001"
 PARSE_ERROR_NAME = "syntax-error"
 
 RULES: tuple[type[Rule], ...] = (SessionNotClosed, CloseNotGuaranteed, ProviderWithoutFinally, LongLivedSession,
-                                 EnginePerCall, CommitInLoop, MissingRollback, CommitInBorrowedSession,
+                                 EnginePerCall, InstanceUsedAfterClose, CommitInLoop, MissingRollback, CommitInBorrowedSession,
                                  NestedSessionInBorrowed, CommitUnderTransactionManager,
                                  SessionSharedAcrossThreads, SessionSharedAcrossTasks,
                                  SyncWithOnAsyncSession, UnawaitedSessionCall)

@@ -331,16 +331,17 @@ class ProjectIndex:
     def call(self, func: Value, args: tuple, scope: Scope) -> Optional[Value]:
         kind, a = func.kind, func.is_async
         if kind in (Kind.SESSION_CLASS, Kind.FACTORY):
+            keeps = func.keeps_loaded or _no_expire(args)
             if func.on_connection or self._bound_to_connection(kind, args, scope):
                 # joins a connection somebody else owns (Alembic's, a test's outer transaction)
-                return session(a, Own.BORROWED, func.tm)
-            return session(a, Own.OWNED, func.tm)
+                return replace(session(a, Own.BORROWED, func.tm), keeps_loaded=keeps)
+            return replace(session(a, Own.OWNED, func.tm), keeps_loaded=keeps)
         if kind is Kind.FACTORY_BEGIN:
             return session(a, Own.MANAGED)
         if kind is Kind.FACTORY_MAKER:
             # `sessionmaker(bind=op.get_bind())` makes sessions on somebody else's connection
             return Value(Kind.FACTORY, a, on_connection=self._bound_to_connection(kind, args, scope),
-                         tm=self._zope_extension(args, scope))
+                         tm=self._zope_extension(args, scope), keeps_loaded=_no_expire(args))
         if kind is Kind.REGISTRY_MAKER:
             factory = self.eval_ir(args[0][1], scope) if args and args[0][0] == "" else None
             tm = self._zope_extension(args, scope) or (factory is not None and factory.tm)
@@ -453,6 +454,11 @@ class ProjectIndex:
         if origin is None:
             return name
         return f"{origin}.{rest}" if rest else origin
+
+
+def _no_expire(args: tuple) -> bool:
+    """`expire_on_commit=False` among the call's keyword arguments."""
+    return any(keyword == "expire_on_commit" and value == ("name", "False") for keyword, value in args)
 
 
 def _method_result(method: Value) -> Optional[Value]:

@@ -61,6 +61,8 @@ class Value:
     on_connection: bool = False
     # for FACTORY / REGISTRY / SESSION: joined to a transaction manager (zope.sqlalchemy)
     tm: bool = False
+    # for FACTORY / SESSION: made with expire_on_commit=False (loaded attributes survive commit)
+    keeps_loaded: bool = False
 
     @property
     def is_session_like(self) -> bool:
