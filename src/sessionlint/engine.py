@@ -48,11 +48,14 @@ def session_names(index: ProjectIndex, summaries: Iterable[ModuleSummary]) -> se
             if value is not None and value.kind in interesting:
                 names.add(name)
         for cls in s.classes.values():
-            if cls.attrs or cls.annotations:
-                for attr in [*cls.attrs, *cls.annotations]:
-                    value = index.class_attribute(f"{s.name}:{cls.qualname}", attr, False)
-                    if value is not None and value.kind in interesting:
-                        names.add(cls.qualname.split(".")[0])
+            # a class whose attributes or methods hand out sessions (`db.session_context()`)
+            for attr in [*cls.attrs, *cls.annotations, *cls.methods]:
+                value = index.class_attribute(f"{s.name}:{cls.qualname}", attr, attr in cls.methods)
+                if value is not None and value.kind in interesting and \
+                        (value.kind not in (Kind.SESSION_FUNCTION, Kind.PROVIDER) or
+                         (value.produces is not None and value.produces.is_session_like)):
+                    names.add(cls.qualname.split(".")[0])
+                    break
     return names
 
 

@@ -6,7 +6,8 @@ from typing import Iterator
 from ..model import FileModel
 from ..rule import Report, Rule
 from ..semantic.facts import dotted
-from ..semantic.transactions import (FAILING_METHODS, catches_db_errors, failed_session_survives,
+from ..semantic.transactions import (FAILING_METHODS, catches_db_errors, closed_by_with_inside,
+                                     failed_session_survives,
                                      inside_transaction_block, recovers, reraises, savepoint_names)
 from ..semantic.values import Kind
 
@@ -105,6 +106,8 @@ class MissingRollback(Rule):
                     if not catching:
                         continue  # the error goes on to an outer try
                     handler = catching[0]
+                    if closed_by_with_inside(context, receiver, tr):
+                        break  # `try: async with factory() as s: ...`: the with closed it first
                     finally_recovers = tr.finalbody is not None and recovers(tr.finalbody, receiver, model.index, scope)
                     if id(handler) not in reported and not reraises(handler, model.index, scope) and not finally_recovers and \
                             not recovers(handler, receiver, model.index, scope) and \

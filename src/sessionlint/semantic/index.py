@@ -236,11 +236,13 @@ class ProjectIndex:
             # only sessions are registered with zope.sqlalchemy: Pyramid's get_tm_session()
             produced = session(fs.is_async, Own.BORROWED, tm=True)
         if produced is None and fs.return_annotation is not None:
-            # `-> Engine` / `-> sessionmaker` say what comes back; `-> Session` does not say
-            # whether the caller owns it, so session annotations are not used here
+            # `-> Engine` / `-> sessionmaker` say what comes back; `-> Session` says it is a
+            # session but not who owns it: enough for the concurrency rules, never a leak
             declared = self.annotation(fs.return_annotation, Scope(module))
             if declared is not None and declared.kind in (Kind.ENGINE, Kind.FACTORY, Kind.REGISTRY):
                 produced = declared
+            elif declared is not None and declared.is_session_like:
+                produced = declared.with_own(Own.UNKNOWN)
         if produced is not None and produced.kind in _PRODUCIBLE:
             if produced.is_session_like and any(d in _CACHING_DECORATORS for d in fs.decorators):
                 produced = produced.with_own(Own.SCOPED)
@@ -434,9 +436,13 @@ class ProjectIndex:
             return ANNOTATIONS[origin]
         # a project alias such as `SessionDep = Annotated[Session, Depends(get_db)]`
         mod, _, name = origin.rpartition(".")
+        resolved = self.dotted_value(origin) if mod else None  # follows re-exports, may load modules
         module = self.modules.get(mod)
         if module is not None and name in module.bindings:
             return merge(self.annotation(b, Scope(mod), depth + 1) for b in module.bindings[name])
+        if resolved is not None and resolved.kind is Kind.CLASS:
+            # `db: PrefectDBInterface`: an instance of a project class, whose methods we know
+            return Value(Kind.INSTANCE, ref=resolved.ref)
         return None
 
     def _annotation_origin(self, ir: IR, scope: Scope) -> Optional[str]:

@@ -429,3 +429,15 @@ def failed_session_survives(gi: GraphIndex, handler: cst.CSTNode, key: str, own:
         if not recovered(node) and any(mentions(part, key) for part in node_parts(node)):
             return True
     return own is Own.BORROWED and gi.graph.exit in reached
+
+
+def closed_by_with_inside(context: Context, key: str, tr: cst.CSTNode) -> bool:
+    """The session was bound by a `with` inside this try's body, so that `with` has closed (and
+    rolled back) it before any handler of the try runs."""
+    body = tr.body if isinstance(tr, (cst.Try, cst.TryStar)) else tr
+    inside = {id(n) for n in walk(body)}
+    for w in context.withs:
+        if id(w) in inside and any(item.asname is not None and receiver_key(item.asname.name) == key
+                                   for item in w.items):
+            return True
+    return False

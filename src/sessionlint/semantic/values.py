@@ -43,6 +43,7 @@ class Own(enum.Enum):
     BORROWED = "borrowed"
     MANAGED = "managed"
     SCOPED = "scoped"
+    UNKNOWN = "unknown"  # a session of unknown origin (`def get() -> AsyncSession`): never a leak
 
 
 @dataclass(frozen=True)
