@@ -12,7 +12,7 @@ from typing import Iterator, Optional, Union
 import libcst as cst
 
 from . import cfg as flow
-from .facts import SELF_RETURNING, STORE_METHODS, FunctionInfo, all_names, dotted, value_names
+from .facts import SELF_RETURNING, STORE_METHODS, FunctionInfo, all_names, bound_names, dotted, value_names
 from .index import ProjectIndex, Scope
 from .values import CLOSE_METHODS, Kind, Own, Value
 from .walk import children, walk, walk_scope
@@ -170,12 +170,7 @@ class FunctionFacts:
         return out
 
     def _decorated_with(self, targets: frozenset[str]) -> bool:
-        for decorator in self.info.summary.decorators:
-            head, _, rest = decorator.partition(".")
-            origin = self.index.import_origin(head, self.scope)
-            if (f"{origin}.{rest}" if rest else origin) in targets:
-                return True
-        return False
+        return any(self.index.origin(d, self.scope) in targets for d in self.info.summary.decorators)
 
     # ---- effects of a node ----------------------------------------------------------------
     def effects(self, node: flow.Node) -> Effects:
@@ -368,12 +363,9 @@ class FunctionFacts:
             for a in args[2:]:
                 eff.escapes |= value_names(a)
             return
-        if name is not None:
-            head, _, rest = name.partition(".")
-            origin = self.index.import_origin(head, self.scope)
-            if (f"{origin}.{rest}" if rest else origin) in _HANDOFF_CALLS:
-                eff.escapes |= passed
-                return
+        if name is not None and self.index.origin(name, self.scope) in _HANDOFF_CALLS:
+            eff.escapes |= passed
+            return
         fv = self.value(func) if isinstance(func, (cst.Name, cst.Attribute)) else None
         if fv is None:
             return
@@ -427,16 +419,7 @@ def _direct_statements(func: cst.FunctionDef) -> Iterator[cst.CSTNode]:
 
 
 def _target_names(target: cst.BaseExpression) -> list[str]:
-    if isinstance(target, cst.Name):
-        return [target.value]
-    if isinstance(target, (cst.Tuple, cst.List)):
-        out: list[str] = []
-        for el in target.elements:
-            out += _target_names(el.value)
-        return out
-    if isinstance(target, cst.StarredElement):
-        return _target_names(target.value)
-    return []
+    return sorted(bound_names(target))
 
 
 def _literal_elements(node: cst.BaseExpression) -> frozenset[str]:

@@ -481,6 +481,20 @@ def _collect_value_names(node: cst.CSTNode, out: set[str]) -> None:
         _collect_value_names(child, out)
 
 
+def bound_names(target: cst.CSTNode) -> set[str]:
+    """Names a binding target binds (`a`, `a, *b`), not names inside `x.attr` or `x[i]`."""
+    if isinstance(target, cst.Name):
+        return {target.value}
+    if isinstance(target, (cst.Tuple, cst.List)):
+        out: set[str] = set()
+        for el in target.elements:
+            out |= bound_names(el.value)
+        return out
+    if isinstance(target, cst.StarredElement):
+        return bound_names(target.value)
+    return set()
+
+
 def _all_names(node: cst.CSTNode) -> list[cst.Name]:
     return [n for n in walk(node) if isinstance(n, cst.Name)]
 

@@ -28,13 +28,7 @@ def is_shared_session(value: Optional[Value]) -> bool:
 
 
 def origin(node: cst.BaseExpression, index: ProjectIndex, scope: Scope) -> str:
-    return origin_of(dotted(node) or "", index, scope)
-
-
-def origin_of(name: str, index: ProjectIndex, scope: Scope) -> str:
-    head, _, rest = name.partition(".")
-    base = index.import_origin(head, scope) if head else ""
-    return f"{base}.{rest}" if rest else base
+    return index.origin(dotted(node) or "", scope)
 
 
 def session_names_in(node: cst.CSTNode, index: ProjectIndex, scope: Scope,
@@ -77,7 +71,7 @@ def is_thread_subclass(func: cst.BaseExpression, index: ProjectIndex, scope: Sco
         return False
     for base in cls.bases:
         name = dotted_ir(base)
-        if name is not None and origin_of(name, index, Scope(mod)) in ("threading.Thread", "multiprocessing.Process"):
+        if name is not None and index.origin(name, Scope(mod)) in ("threading.Thread", "multiprocessing.Process"):
             return True
     return False
 

@@ -374,18 +374,22 @@ class ProjectIndex:
         for keyword, value in args:
             if keyword == "extension" and value is not None and value[0] == "call":
                 origin = dotted_ir(value[1])
-                if origin is not None and self._origin(origin, scope) in ZOPE_EXTENSION:
+                if origin is not None and self.origin(origin, scope) in ZOPE_EXTENSION:
                     return True
         return False
 
-    def _origin(self, name: str, scope: Scope) -> str:
+    def origin(self, name: str, scope: Scope) -> str:
+        """The dotted origin of a dotted name as written (`sa.exc.IntegrityError` with
+        `import sqlalchemy as sa` is `sqlalchemy.exc.IntegrityError`); "" for ""."""
         head, _, rest = name.partition(".")
+        if not head:
+            return ""
         origin = self.import_origin(head, scope)
         return f"{origin}.{rest}" if rest else origin
 
     def registered(self, register_calls: Iterable[tuple[str, str]], scope: Scope) -> set[str]:
         """Names handed to `zope.sqlalchemy.register` by these calls."""
-        return {arg for callee, arg in register_calls if self._origin(callee, scope) in ZOPE_REGISTER}
+        return {arg for callee, arg in register_calls if self.origin(callee, scope) in ZOPE_REGISTER}
 
     def _session_base(self, ref: str, depth: int = 0) -> Optional[Value]:
         mod, _, qual = ref.partition(":")

@@ -7,7 +7,7 @@ from typing import Iterator, Optional
 import libcst as cst
 
 from .facts import FunctionInfo, dotted
-from .walk import children, walk_scope
+from .walk import children, walk, walk_scope
 
 _ROUTE_METHODS = frozenset({"route", "get", "post", "put", "patch", "delete", "head", "options", "websocket",
                             "api_route", "view"})
@@ -66,7 +66,7 @@ def is_route_handler(func: cst.FunctionDef) -> bool:
 def dependency_names(module: cst.Module) -> set[str]:
     """Functions used as FastAPI dependencies: `Depends(get_db)`."""
     out: set[str] = set()
-    for n in _all(module):
+    for n in walk(module):
         if isinstance(n, cst.Call) and (dotted(n.func) or "").rpartition(".")[2] == "Depends" and n.args:
             name = dotted(n.args[0].value)
             if name is not None:
@@ -106,14 +106,6 @@ def loop_calls(func: cst.FunctionDef) -> Iterator[tuple[cst.Call, cst.CSTNode, O
 
     visit(func.body, None, None)
     return iter(out)
-
-
-def _all(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        yield n
-        stack.extend(children(n))
 
 
 def assigned_global(info: Optional[FunctionInfo], stmt: cst.CSTNode) -> Optional[str]:

@@ -8,7 +8,7 @@ from typing import Callable, Iterable, Optional, Union
 import libcst as cst
 
 from . import cfg as flow
-from .facts import QUERY_METHODS, STORE_METHODS, FunctionInfo, dotted
+from .facts import QUERY_METHODS, STORE_METHODS, FunctionInfo, bound_names, dotted
 from .index import ProjectIndex, Scope
 from .operations import Context, Loop, receiver_key
 from .values import Own
@@ -120,9 +120,7 @@ def catches_db_errors(handler: Union[cst.ExceptHandler, cst.ExceptStarHandler], 
             continue
         if name in ("Exception", "BaseException"):
             return True
-        head, _, rest = name.partition(".")
-        origin = index.import_origin(head, scope)
-        full = f"{origin}.{rest}" if rest else origin
+        full = index.origin(name, scope)
         if full.startswith(_DB_ERROR_MODULES) and full.rpartition(".")[2] not in _HARMLESS:
             return True
     return False
@@ -236,7 +234,7 @@ def deliberate_per_iteration(loop: Loop, context: Context, key: str, info: Funct
     if isinstance(loop, cst.For):
         # progress reporting over the items: each one is a unit of work someone watches
         iterable = loop.iter.func if isinstance(loop.iter, cst.Call) else None
-        if iterable is not None and _origin_of(iterable, index, scope) in _PROGRESS:
+        if iterable is not None and index.origin(dotted(iterable) or "", scope) in _PROGRESS:
             return True
         if isinstance(loop.iter, cst.Name) and _progress_bar(info, loop.iter.value, index, scope):
             return True  # `with click.progressbar(items) as bar: for item in bar:`
@@ -254,15 +252,8 @@ def _progress_bar(info: FunctionInfo, name: str, index: ProjectIndex, scope: Sco
     for n in walk_scope(info.node.body):
         if isinstance(n, cst.WithItem) and n.asname is not None and isinstance(n.asname.name, cst.Name) and \
                 n.asname.name.value == name and isinstance(n.item, cst.Call):
-            return _origin_of(n.item.func, index, scope) in _PROGRESS
+            return index.origin(dotted(n.item.func) or "", scope) in _PROGRESS
     return False
-
-
-def _origin_of(node: cst.BaseExpression, index: ProjectIndex, scope: Scope) -> str:
-    name = dotted(node) or ""
-    head, _, rest = name.partition(".")
-    origin = index.import_origin(head, scope) if head else ""
-    return f"{origin}.{rest}" if rest else origin
 
 
 def _external_effect_per_item(loop: cst.For, key: str, index: ProjectIndex, scope: Scope) -> bool:
@@ -272,7 +263,7 @@ def _external_effect_per_item(loop: cst.For, key: str, index: ProjectIndex, scop
     for n in _statement_calls(loop.body):
         if not isinstance(n.func, cst.Attribute):
             continue
-        if _origin_of(_chain_root(n.func.value), index, scope).startswith(("sqlalchemy", "sqlmodel")):
+        if index.origin(dotted(_chain_root(n.func.value)) or "", scope).startswith(("sqlalchemy", "sqlmodel")):
             continue  # building a statement (`update(Order).where(...)`), not acting on the world
         receiver = receiver_key(n.func.value)
         if receiver == key or receiver in _LOGGING_RECEIVERS:
@@ -382,23 +373,9 @@ def _rebinds(node: cst.CSTNode, name: str) -> bool:
             target = n.target
         elif isinstance(n, cst.AsName):
             target = n.name  # type: ignore[assignment]
-        if target is not None and name in _bound_names(target):
+        if target is not None and name in bound_names(target):
             return True
     return False
-
-
-def _bound_names(target: cst.CSTNode) -> set[str]:
-    """Names a binding target binds (`a`, `a, *b`), not names inside `x.attr` or `x[i]`."""
-    if isinstance(target, cst.Name):
-        return {target.value}
-    if isinstance(target, (cst.Tuple, cst.List)):
-        out: set[str] = set()
-        for el in target.elements:
-            out |= _bound_names(el.value)
-        return out
-    if isinstance(target, cst.StarredElement):
-        return _bound_names(target.value)
-    return set()
 
 
 def parameter_reaches(gi: GraphIndex, name: str, statement: Optional[cst.CSTNode]) -> bool:
@@ -409,7 +386,7 @@ def parameter_reaches(gi: GraphIndex, name: str, statement: Optional[cst.CSTNode
     def rebinds(n: flow.Node) -> bool:
         if n.id in targets:
             return False
-        if isinstance(n.ast, cst.For) and name in _bound_names(n.ast.target):
+        if isinstance(n.ast, cst.For) and name in bound_names(n.ast.target):
             return True
         return any(_rebinds(part, name) for part in node_parts(n))
 
