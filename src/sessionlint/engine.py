@@ -27,6 +27,7 @@ from .semantic.index import ProjectIndex, Vocabulary
 class Result:
     findings: list[Finding] = field(default_factory=list)
     errors: list[FileError] = field(default_factory=list)
+    files: list[SourceFile] = field(default_factory=list)  # what was analysed
 
 
 def vocabulary(settings: Settings) -> Vocabulary:
@@ -123,6 +124,7 @@ def check_paths(paths: Sequence[str], settings: Settings, force_exclude: bool = 
         else:
             files.append(item)
     findings, errors = run(files, settings, default_jobs() if jobs is None else jobs)
+    result.files = files
     result.errors.extend(errors)
     result.findings = sorted((f for f in findings if not _per_file_ignored(f, settings)), key=Finding.sort_key)
     result.errors.sort(key=lambda e: (e.path, e.message))

@@ -53,11 +53,21 @@ class RuntimeFinding:
         return cls(str(data["code"]), str(data["message"]), Site.from_dict(data), related,
                    str(test) if test is not None else None, int(data.get("count", 1)))  # type: ignore[arg-type]
 
-    def render(self) -> str:
-        text = f"{self.site.path}:{self.site.line}: {self.code} {self.message}"
+    def render(self, base: Optional[str] = None) -> str:
+        """``path:line: CODE message`` plus a line per related site; paths relative to ``base``."""
+        text = f"{display_path(self.site.path, base)}:{self.site.line}: {self.code} {self.message}"
         for role, site in self.related:
-            text += f"\n    {role}: {site.path}:{site.line} in {site.function}"
+            text += f"\n    {role}: {display_path(site.path, base)}:{site.line} in {site.function}"
         return text
+
+
+def display_path(path: str, base: Optional[str] = None) -> str:
+    """``path`` relative to ``base`` (default: the current folder) when it lies below it."""
+    try:
+        rel = os.path.relpath(path, base or os.getcwd())
+    except ValueError:  # another drive on Windows
+        return path
+    return path if rel.startswith("..") else rel
 
 
 @dataclass
