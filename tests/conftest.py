@@ -10,6 +10,8 @@ FIXTURES = ROOT / "tests" / "fixtures"
 # fixtures are analysed, never imported or collected
 collect_ignore_glob = ["fixtures/*"]
 
+pytest_plugins = ["pytester"]
+
 
 @pytest.fixture
 def run_cli():
