@@ -6,6 +6,7 @@ per-code-object caches) only where a site must be named.
 """
 from __future__ import annotations
 
+import sys
 import threading
 import weakref
 from asyncio import current_task
@@ -17,13 +18,14 @@ from .report import Report, RuntimeFinding
 from .sites import Attributor, Site
 
 RECORD_ATTR = "_sessionlint_record"
-Who = Tuple[threading.Thread, Any]
+Who = Tuple[int, Any]
+_get_ident = threading.get_ident
 
 
 def who() -> Who:
     """The thread and asyncio task running now (task None outside a running loop)."""
     loop = _get_running_loop()
-    return (threading.current_thread(), current_task(loop) if loop is not None else None)
+    return (_get_ident(), current_task(loop) if loop is not None else None)
 
 
 class Scope:
@@ -221,7 +223,9 @@ class Hub:
         rec.tx_users = []
         rec.tx_last = None
 
-    def enter(self, rec: SessionRecord, me: Who, use: bool, frame: Optional[FrameType]) -> None:
+    def enter(self, rec: SessionRecord, me: Who, use: bool) -> None:
+        """A call on the session by ``me`` starts; called by the wrappers off their fast path."""
+        frame = sys._getframe(1)
         inflight = rec.inflight
         depth = inflight.get(me, 0)
         if inflight and depth == 0:
@@ -252,7 +256,7 @@ class Hub:
                how: str) -> None:
         if other is None:
             return
-        threads = me[0] is not other[0]
+        threads = me[0] != other[0]
         code = "SES301" if threads else "SES302"
         if code in rec.reported:
             return

@@ -108,9 +108,13 @@ class Patches:
         hub = self.hub
 
         def wrapper(session: Session, *args: Any, **kw: Any) -> Any:
-            rec = hub.record(session)
+            rec = session.__dict__.get(RECORD_ATTR) or hub.record(session)
             me = who()
-            hub.enter(rec, me, use, sys._getframe())
+            inflight = rec.inflight
+            if inflight or (use and rec.tx_last != me):
+                hub.enter(rec, me, use)
+            else:  # the common case: nobody else inside, same user as last time
+                inflight[me] = 1
             if counts_commit:
                 hub.committed(sys._getframe())
             try:
@@ -123,7 +127,11 @@ class Patches:
                     hub.failed(rec, sys._getframe())
                 raise
             finally:
-                hub.leave(rec, me)
+                depth = inflight.get(me, 1) - 1
+                if depth:
+                    inflight[me] = depth
+                else:
+                    inflight.pop(me, None)
         return wrapper
 
     def _close(self, original: Callable[..., Any]) -> Callable[..., Any]:
@@ -132,7 +140,7 @@ class Patches:
         def close(session: Session, *args: Any, **kw: Any) -> Any:
             rec = hub.record(session)
             me = who()
-            hub.enter(rec, me, False, sys._getframe())
+            hub.enter(rec, me, False)
             try:
                 return original(session, *args, **kw)
             finally:
