@@ -269,3 +269,19 @@ def test_rule_option_errors(run_cli, project: Path, body: str, needle: str) -> N
     (project / "pyproject.toml").write_text(body)
     code, _, err = run_cli("app", cwd=project)
     assert code == 2 and needle in err
+
+
+def test_libcst_internal_error_is_a_syntax_finding_not_a_crash(run_cli, tmp_path, monkeypatch):
+    # libcst 1.9 raises CSTLogicError on concatenated t-strings (Python 3.14 syntax)
+    import libcst
+
+    from sessionlint import parsing
+
+    def broken(text, *args, **kwargs):
+        raise libcst.CSTLogicError("Logic error!")
+
+    (tmp_path / "a.py").write_text("y = 1\nx = (t'a ' t'{y}')\n")
+    monkeypatch.setattr(parsing.cst, "parse_module", broken)
+    code, out, err = run_cli("check", "--isolated", "a.py", cwd=tmp_path)
+    assert code == 1 and "Traceback" not in err
+    assert "a.py:1:1: SES001 File could not be parsed by libcst: CSTLogicError" in out

@@ -66,6 +66,8 @@ def parse_source(display: str, data: Union[bytes, str], name: str, is_package: b
         return _syntax_error(display, exc.raw_line, exc.raw_column + 1, f"File could not be parsed: {message}")
     except (RecursionError, ValueError) as exc:  # libcst's limits on very deep nesting
         return _syntax_error(display, 1, 1, f"File could not be parsed: {type(exc).__name__}")
+    except Exception as exc:  # libcst's own errors on syntax it does not know yet (CSTLogicError)
+        return _syntax_error(display, 1, 1, f"File could not be parsed by libcst: {type(exc).__name__}")
     summary, functions, module_withs = collect(module, name, display, is_package)
     return Parsed(display, text, module, summary, functions, module_withs)
 
