@@ -6,7 +6,7 @@ import libcst as cst
 
 from ..model import FileModel
 from ..rule import Report, Rule
-from ..semantic.facts import FunctionInfo
+from ..semantic.facts import FunctionInfo, bound_names
 from ..semantic.operations import Context
 from ..semantic.placement import assigned_global, dependency_names, is_cached, is_route_handler, loop_calls
 from ..semantic.transactions import runs_every_iteration
@@ -75,7 +75,7 @@ class EnginePerCall(Rule):
         if not makers:
             return
         dependencies = dependency_names(model.module)
-        looped = self._called_each_iteration(model, {info.node.name.value for info in makers})
+        looped = self._called_each_iteration(model, makers)
         for info in makers:
             scope = model.scope_of(info)
             name = info.node.name.value
@@ -83,12 +83,12 @@ class EnginePerCall(Rule):
                 when = "in every request"
             elif name in dependencies:
                 when = "for every request (a FastAPI dependency)"
-            elif name in looped:
+            elif id(info) in looped:
                 when = f"each time `{name}()` is called in a loop"
             else:
                 when = ""
             in_loop = {id(call) for call, loop, stmt in loop_calls(info.node)
-                       if self._every_iteration(model, info, loop, stmt)}
+                       if not _per_configuration(loop) and self._every_iteration(model, info, loop, stmt)}
             cached = _cached_calls(info)
             for n in walk_scope(info.node.body):
                 if not isinstance(n, cst.Call) or id(n) in cached:
@@ -108,24 +108,89 @@ class EnginePerCall(Rule):
         """Not a retry loop that returns or breaks once the call succeeded."""
         return runs_every_iteration(model.graph_index(info), Context(statement=stmt), loop)  # type: ignore[arg-type]
 
-    def _called_each_iteration(self, model: FileModel, names: set[str]) -> set[str]:
-        """Which of `names` are called (by name, or on `self`/`cls`) in a loop that goes on."""
-        out: set[str] = set()
+    def _called_each_iteration(self, model: FileModel, makers: list[FunctionInfo]) -> set[int]:
+        """Which `makers` (by id) are called in a loop that goes on, by a caller that sees them:
+        a module-level function by bare name where no local of the caller shadows it, a method
+        on `self`/`cls` from its own class, a nested function from the function it is in."""
+        by_name: dict[str, list[FunctionInfo]] = {}
+        for maker in makers:
+            by_name.setdefault(maker.node.name.value, []).append(maker)
+        out: set[int] = set()
         for info in model.functions:
-            if not info.call_names & names:
+            if not info.call_names & by_name.keys():
                 continue
+            local = _local_names(info)
             for call, loop, stmt in loop_calls(info.node):
                 func = call.func
-                if isinstance(func, cst.Name):
-                    name = func.value
+                if isinstance(func, cst.Name) and func.value in by_name:
+                    nested = f"{info.qualname}.<locals>.{func.value}"
+                    found = [m for m in by_name[func.value]
+                             if m.qualname == nested or (m.qualname == func.value and func.value not in local)]
                 elif isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and \
-                        func.value.value in ("self", "cls"):
-                    name = func.attr.value
+                        func.value.value in ("self", "cls") and func.attr.value in by_name:
+                    found = [m for m in by_name[func.attr.value]
+                             if m.class_qualname is not None and m.class_qualname == info.class_qualname]
                 else:
                     continue  # `text.replace(...)` is not the module's `replace()`
-                if name in names and name not in out and self._every_iteration(model, info, loop, stmt):
-                    out.add(name)
+                found = [m for m in found if id(m) not in out]
+                if not found or _kept(call, stmt) or _per_configuration(loop):
+                    continue
+                if self._every_iteration(model, info, loop, stmt):
+                    out.update(id(m) for m in found)
         return out
+
+
+def _local_names(info: FunctionInfo) -> set[str]:
+    """Names the function binds itself (parameters, assignments, nested defs, imports)."""
+    params = info.node.params
+    names = {p.name.value for p in (*params.posonly_params, *params.params, *params.kwonly_params)}
+    for star in (params.star_arg, params.star_kwarg):
+        if isinstance(star, cst.Param):
+            names.add(star.name.value)
+    for n in walk_scope(info.node.body):
+        if isinstance(n, (cst.FunctionDef, cst.ClassDef)):
+            names.add(n.name.value)
+        elif isinstance(n, cst.Assign):
+            for t in n.targets:
+                names |= bound_names(t.target)
+        elif isinstance(n, (cst.AnnAssign, cst.AugAssign)):
+            names |= bound_names(n.target)
+        elif isinstance(n, cst.For):
+            names |= bound_names(n.target)
+        elif isinstance(n, cst.Import) or isinstance(n, cst.ImportFrom) and not isinstance(n.names, cst.ImportStar):
+            for alias in n.names:  # type: ignore[union-attr]
+                asname = alias.asname.name if alias.asname is not None else alias.name
+                if isinstance(asname, cst.Name):
+                    names.add(asname.value)
+    return names - info.globals
+
+
+def _kept(call: cst.Call, stmt: Optional[cst.CSTNode]) -> bool:
+    """The call's result is stored for later (`engines[name] = make(url)`, `pools.append(make(url))`):
+    one per configuration, built to be reused."""
+    if isinstance(stmt, cst.Assign) and stmt.value is call:
+        return all(isinstance(t.target, (cst.Subscript, cst.Attribute)) for t in stmt.targets)
+    if isinstance(stmt, cst.Expr) and isinstance(stmt.value, cst.Call):
+        outer = stmt.value
+        return isinstance(outer.func, cst.Attribute) and outer.func.attr.value in _STORE_METHODS and \
+            any(arg.value is call for arg in outer.args)
+    return False
+
+
+def _per_configuration(loop: cst.CSTNode) -> bool:
+    """A loop over a literal collection (`for url in ["sqlite://", "postgresql://"]`): a fixed
+    handful of configurations, not one per item or request."""
+    if not isinstance(loop, cst.For):
+        return False
+    it = loop.iter
+    if isinstance(it, cst.Call) and isinstance(it.func, cst.Attribute) and it.func.attr.value in ("items", "values", "keys"):
+        it = it.func.value
+    return isinstance(it, (cst.List, cst.Tuple, cst.Set, cst.Dict)) and all(
+        isinstance(e.value, (cst.SimpleString, cst.ConcatenatedString, cst.Integer, cst.Tuple, cst.Dict))
+        for e in (it.elements if not isinstance(it, cst.Dict) else ()))
+
+
+_STORE_METHODS = frozenset({"append", "add", "setdefault", "insert", "extend"})
 
 
 _MAKER_NAMES = frozenset({"create_engine", "create_async_engine", "sessionmaker", "async_sessionmaker",
