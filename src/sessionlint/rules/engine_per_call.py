@@ -6,9 +6,9 @@ import libcst as cst
 
 from ..model import FileModel
 from ..rule import Report, Rule
-from ..semantic.facts import FunctionInfo, bound_names
+from ..semantic.facts import FunctionInfo
 from ..semantic.operations import Context
-from ..semantic.placement import assigned_global, dependency_names, is_cached, is_route_handler, loop_calls
+from ..semantic.placement import assigned_global, dependency_names, is_cached, is_route_handler, local_names, loop_calls
 from ..semantic.transactions import runs_every_iteration
 from ..semantic.values import Kind
 from ..semantic.walk import walk_scope
@@ -119,7 +119,7 @@ class EnginePerCall(Rule):
         for info in model.functions:
             if not info.call_names & by_name.keys():
                 continue
-            local = _local_names(info)
+            local = local_names(info)
             for call, loop, stmt in loop_calls(info.node):
                 func = call.func
                 if isinstance(func, cst.Name) and func.value in by_name:
@@ -138,31 +138,6 @@ class EnginePerCall(Rule):
                 if self._every_iteration(model, info, loop, stmt):
                     out.update(id(m) for m in found)
         return out
-
-
-def _local_names(info: FunctionInfo) -> set[str]:
-    """Names the function binds itself (parameters, assignments, nested defs, imports)."""
-    params = info.node.params
-    names = {p.name.value for p in (*params.posonly_params, *params.params, *params.kwonly_params)}
-    for star in (params.star_arg, params.star_kwarg):
-        if isinstance(star, cst.Param):
-            names.add(star.name.value)
-    for n in walk_scope(info.node.body):
-        if isinstance(n, (cst.FunctionDef, cst.ClassDef)):
-            names.add(n.name.value)
-        elif isinstance(n, cst.Assign):
-            for t in n.targets:
-                names |= bound_names(t.target)
-        elif isinstance(n, (cst.AnnAssign, cst.AugAssign)):
-            names |= bound_names(n.target)
-        elif isinstance(n, cst.For):
-            names |= bound_names(n.target)
-        elif isinstance(n, cst.Import) or isinstance(n, cst.ImportFrom) and not isinstance(n.names, cst.ImportStar):
-            for alias in n.names:  # type: ignore[union-attr]
-                asname = alias.asname.name if alias.asname is not None else alias.name
-                if isinstance(asname, cst.Name):
-                    names.add(asname.value)
-    return names - info.globals
 
 
 def _kept(call: cst.Call, stmt: Optional[cst.CSTNode]) -> bool:

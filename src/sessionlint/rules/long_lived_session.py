@@ -8,7 +8,7 @@ from ..model import FileModel
 from ..rule import Report, Rule
 from ..semantic.facts import FunctionInfo
 from ..semantic.index import Scope
-from ..semantic.placement import assigned_global, class_statements, module_statements
+from ..semantic.placement import assigned_global, class_statements, local_names, module_statements
 from ..semantic.values import Kind, Own
 from ..semantic.walk import walk_scope
 
@@ -49,8 +49,11 @@ class LongLivedSession(Rule):
     ```
 
     ## Known problems
-    Scripts often open one session at module level on purpose; the `if __name__ == "__main__":`
-    block is not analysed, other module-level code is.
+    Scripts often open one session at module level on purpose: a module-level session is
+    reported only when a function or method of the module uses it, or another analysed module
+    imports it (a script that uses it only in its own top-level code runs on one thread). The
+    `if __name__ == "__main__":` block is not analysed. Under flake8, which sees one file at a
+    time, imports from other modules are not known.
 
     ## References
     - [Session basics: is the Session thread-safe?](https://docs.sqlalchemy.org/en/20/orm/session_basics.html#is-the-session-thread-safe-is-asyncsession-safe-to-share-in-concurrent-tasks)
@@ -65,7 +68,9 @@ class LongLivedSession(Rule):
     def check(self, model: FileModel) -> Iterator[Report]:
         module_scope = Scope(model.summary.name)
         for stmt in module_statements(model.module):
-            yield from self._created(model, stmt, module_scope, "module level", None)
+            for report in self._created(model, stmt, module_scope, "module level", None):
+                if _shared(model, report.fields["target"]):
+                    yield report
         for stmt in class_statements(model.module):
             yield from self._created(model, stmt, module_scope, "class attribute", None)
         for info in model.functions:
@@ -91,3 +96,19 @@ class LongLivedSession(Rule):
         targets = [t.target for t in stmt.targets] if isinstance(stmt, cst.Assign) else [stmt.target]
         target = " ".join(cst.Module([]).code_for_node(targets[0]).split())
         yield Report(value, {"target": target, "where": where}, info.node if info else None)
+
+
+def _shared(model: FileModel, target: str) -> bool:
+    """Whether the module-level `target` is reachable beyond the module's own top-level code."""
+    if not target.isidentifier():
+        return True
+    dotted = f"{model.summary.name}.{target}"
+    for summary in model.index.modules.values():
+        if summary is not model.summary and dotted in summary.imports.values():
+            return True
+    for info in model.functions:
+        if target in local_names(info):
+            continue
+        if any(isinstance(n, cst.Name) and n.value == target for n in walk_scope(info.node.body)):
+            return True
+    return False

@@ -6,7 +6,7 @@ from typing import Iterator, Optional
 
 import libcst as cst
 
-from .facts import FunctionInfo, dotted
+from .facts import FunctionInfo, bound_names, dotted
 from .walk import children, walk, walk_scope
 
 _ROUTE_METHODS = frozenset({"route", "get", "post", "put", "patch", "delete", "head", "options", "websocket",
@@ -117,3 +117,28 @@ def assigned_global(info: Optional[FunctionInfo], stmt: cst.CSTNode) -> Optional
         if isinstance(t, cst.Name) and t.value in info.globals:
             return t.value
     return None
+
+
+def local_names(info: FunctionInfo) -> set[str]:
+    """Names the function binds itself (parameters, assignments, nested defs, imports)."""
+    params = info.node.params
+    names = {p.name.value for p in (*params.posonly_params, *params.params, *params.kwonly_params)}
+    for star in (params.star_arg, params.star_kwarg):
+        if isinstance(star, cst.Param):
+            names.add(star.name.value)
+    for n in walk_scope(info.node.body):
+        if isinstance(n, (cst.FunctionDef, cst.ClassDef)):
+            names.add(n.name.value)
+        elif isinstance(n, cst.Assign):
+            for t in n.targets:
+                names |= bound_names(t.target)
+        elif isinstance(n, (cst.AnnAssign, cst.AugAssign)):
+            names |= bound_names(n.target)
+        elif isinstance(n, cst.For):
+            names |= bound_names(n.target)
+        elif isinstance(n, cst.Import) or isinstance(n, cst.ImportFrom) and not isinstance(n.names, cst.ImportStar):
+            for alias in n.names:  # type: ignore[union-attr]
+                asname = alias.asname.name if alias.asname is not None else alias.name
+                if isinstance(asname, cst.Name):
+                    names.add(asname.value)
+    return names - info.globals
