@@ -6,16 +6,19 @@ import libcst as cst
 
 from ..model import FileModel
 from ..rule import Report, Rule
-from ..semantic.handoff import (THREAD_CALLS, THREAD_METHODS, is_thread_subclass, nested_functions, origin,
-                                own_calls, session_names_in, thread_subclass_names, used_after)
+from ..semantic.handoff import (POOL_METHODS, THREAD_CALLS, THREAD_METHODS, is_executor, is_thread_subclass,
+                                nested_functions, origin, own_calls, session_names_in, thread_subclass_names,
+                                used_after)
+from ..semantic.index import Scope
 
 
 class SessionSharedAcrossThreads(Rule):
     """## What it does
     Checks for a session handed to another thread: `threading.Thread(target=..., args=(session,))`,
-    a target closure that uses the session, `executor.submit(fn, session)`, `executor.map`,
-    `asyncio.to_thread(fn, session)`, `loop.run_in_executor(None, fn, session)`, or a
-    `Thread` subclass constructed with it.
+    a target closure that uses the session, `executor.submit(fn, session)`, `executor.map` (and
+    the other map methods of an executor or a `multiprocessing` pool), `asyncio.to_thread(fn,
+    session)`, `loop.run_in_executor(None, fn, session)`, Starlette's `run_in_threadpool`, anyio's
+    `to_thread.run_sync`, or a `Thread` subclass constructed with it.
 
     ## Why is this bad?
     A `Session` is not thread-safe: its identity map, its transaction state and its connection
@@ -25,7 +28,11 @@ class SessionSharedAcrossThreads(Rule):
     statements on one connection. Each thread needs its own session from the factory.
 
     A session the function created and never touches after the hand-off is handed over, not
-    shared, and is not reported; one it received may still be used by its caller.
+    shared, and is not reported; one it received may still be used by its caller. What crosses is
+    the session itself, a container, `partial` or object built around it, a bound method
+    (`session.execute`), a `Query`, or a closure that uses it; the engine (`session.bind`,
+    `session.get_bind()`) and values the session computes in this thread (`session.scalar(q)`)
+    are not the session.
 
     ## Example
     ```python
@@ -57,7 +64,11 @@ class SessionSharedAcrossThreads(Rule):
 
     ## Known problems
     Use after the hand-off is judged by source order, not by whether the thread has been
-    joined by then.
+    joined by then. `submit()` is recognised on any receiver; `map()`, `starmap()`,
+    `apply_async()` and the `imap` family only on a receiver known to be an executor or a pool
+    (made in the function, `with ThreadPoolExecutor() as pool`, a module or `self` attribute, an
+    annotated parameter), so a pool from a helper's return value is missed. A bound method of the
+    project's own objects as the target (`target=self._sync`) is not followed.
 
     ## References
     - [Session basics: is the Session thread-safe?](https://docs.sqlalchemy.org/en/20/orm/session_basics.html#is-the-session-thread-safe-is-asyncsession-safe-to-share-in-concurrent-tasks)
@@ -76,12 +87,7 @@ class SessionSharedAcrossThreads(Rule):
             scope = model.scope_of(info)
             locals_ = nested_functions(info)
             for call in own_calls(info):
-                func = call.func
-                name = func.attr.value if isinstance(func, cst.Attribute) else origin(func, model.index, scope)
-                threaded = origin(func, model.index, scope) in THREAD_CALLS or \
-                    (isinstance(func, cst.Attribute) and name in THREAD_METHODS) or \
-                    is_thread_subclass(func, model.index, scope)
-                if not threaded:
+                if not _runs_elsewhere(call, model, scope):
                     continue
                 carried: set[str] = set()
                 for arg in call.args:
@@ -92,9 +98,21 @@ class SessionSharedAcrossThreads(Rule):
                 shared = {key for key in carried if key in params or key.startswith("self.") or
                           used_after(info, call, key)}
                 if shared:
-                    callee = cst.Module([]).code_for_node(func)
+                    callee = cst.Module([]).code_for_node(call.func)
                     yield Report(call, {"receiver": sorted(shared)[0], "call": f"{callee}()"}, info.node)
 
 
-_CALL_NAMES = frozenset({"Thread", "Timer", "to_thread", "submit", "map", "run_in_executor", "apply_async",
-                         "starmap"})
+def _runs_elsewhere(call: cst.Call, model: FileModel, scope: Scope) -> bool:
+    """Does the call run (some of) its arguments in another thread?"""
+    func = call.func
+    if origin(func, model.index, scope) in THREAD_CALLS or is_thread_subclass(func, model.index, scope):
+        return True
+    if not isinstance(func, cst.Attribute):
+        return False
+    method = func.attr.value
+    # `Series.map` and friends share the pool methods' names: the receiver decides
+    return method in THREAD_METHODS or (method in POOL_METHODS and is_executor(func.value, model.index, scope))
+
+
+_CALL_NAMES = frozenset({"Thread", "Timer", "to_thread", "run_in_threadpool", "run_sync"}) | THREAD_METHODS | \
+    POOL_METHODS
