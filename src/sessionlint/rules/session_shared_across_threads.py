@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Optional
 
 import libcst as cst
 
 from ..model import FileModel
 from ..rule import Report, Rule
-from ..semantic.handoff import (POOL_METHODS, THREAD_CALLS, THREAD_METHODS, is_executor, is_thread_subclass,
-                                nested_functions, origin, own_calls, session_names_in, thread_subclass_names,
+from ..semantic.handoff import (POOL_METHODS, THREAD_CALLS, THREAD_METHODS, is_awaited, is_executor, is_thread_subclass,
+                                nested_functions, origin, own_calls, parents, session_names_in, thread_subclass_names,
                                 used_after)
 from ..semantic.index import Scope
 
@@ -68,7 +68,11 @@ class SessionSharedAcrossThreads(Rule):
     `apply_async()` and the `imap` family only on a receiver known to be an executor or a pool
     (made in the function, `with ThreadPoolExecutor() as pool`, a module or `self` attribute, an
     annotated parameter), so a pool from a helper's return value is missed. A bound method of the
-    project's own objects as the target (`target=self._sync`) is not followed.
+    project's own objects as the target (`target=self._sync`) is not followed. A hand-off awaited
+    at once (`await asyncio.to_thread(fn, session)`, `await loop.run_in_executor(None,
+    session.commit)`) is not reported for a sync session: the coroutine waits for the thread, so the
+    session is used by one of them at a time (an `AsyncSession` is still reported: its
+    coroutines cannot run in another thread at all).
 
     ## References
     - [Session basics: is the Session thread-safe?](https://docs.sqlalchemy.org/en/20/orm/session_basics.html#is-the-session-thread-safe-is-asyncsession-safe-to-share-in-concurrent-tasks)
@@ -86,12 +90,20 @@ class SessionSharedAcrossThreads(Rule):
                 continue
             scope = model.scope_of(info)
             locals_ = nested_functions(info)
+            up: Optional[dict[int, cst.CSTNode]] = None
             for call in own_calls(info):
                 if not _runs_elsewhere(call, model, scope):
                     continue
                 carried: set[str] = set()
                 for arg in call.args:
                     carried |= session_names_in(arg.value, model.index, scope, locals_)
+                if up is None:
+                    up = parents(info)
+                if is_awaited(call, up):
+                    # `await asyncio.to_thread(fn, session)`: this coroutine waits for the thread, so a
+                    # sync session is used by one of them at a time; an AsyncSession's coroutines
+                    # cannot run in another thread at all
+                    carried = {key for key in carried if _is_async_session(key, model, scope)}
                 # a session this function made and never touches again is handed over, not shared;
                 # one it was given may still be used by its caller
                 params = set(info.summary.params)
@@ -100,6 +112,13 @@ class SessionSharedAcrossThreads(Rule):
                 if shared:
                     callee = cst.Module([]).code_for_node(call.func)
                     yield Report(call, {"receiver": sorted(shared)[0], "call": f"{callee}()"}, info.node)
+
+
+def _is_async_session(key: str, model: FileModel, scope: Scope) -> bool:
+    if "." in key:
+        return False  # `self.session`: its kind is not resolved here; sequential use is the norm
+    value = model.index.lookup(key, scope)
+    return value is not None and value.is_async
 
 
 def _runs_elsewhere(call: cst.Call, model: FileModel, scope: Scope) -> bool:
