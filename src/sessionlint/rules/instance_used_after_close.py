@@ -130,10 +130,17 @@ def _opened_session(model: FileModel, item: cst.WithItem, scope: Scope) -> Optio
                 not factory.on_connection and not factory.tm:
             return True
         return None
+    if isinstance(node, cst.Call) and _passes_no_expire(node):
+        return None  # `make_session(expire_on_commit=False)`: a helper forwarding it to Session()
     value = model.index.eval(node, scope)
     if value is None or value.kind is not Kind.SESSION or value.own is not Own.OWNED or value.keeps_loaded:
         return None
     return False
+
+
+def _passes_no_expire(call: cst.Call) -> bool:
+    return any(arg.keyword is not None and arg.keyword.value == "expire_on_commit" and
+               isinstance(arg.value, cst.Name) and arg.value.value == "False" for arg in call.args)
 
 
 def _begins(node: cst.BaseExpression, s: str) -> bool:
