@@ -56,7 +56,8 @@ class EnginePerCall(Rule):
     ```
 
     ## Known problems
-    Route handlers are recognised by the decorator's shape (`@<app>.get("/path")`,
+    An engine with `poolclass=NullPool` is not reported: it keeps no connections, though building
+    it per call still costs a dialect set-up. Route handlers are recognised by the decorator's shape (`@<app>.get("/path")`,
     `@<bp>.route(...)`), not by resolving the application object.
 
     ## References
@@ -96,6 +97,8 @@ class EnginePerCall(Rule):
                 func = model.index.eval(n.func, scope)
                 if func is None or func.kind not in (Kind.ENGINE_MAKER, Kind.FACTORY_MAKER):
                     continue
+                if func.kind is Kind.ENGINE_MAKER and _without_pool(n):
+                    continue  # NullPool: nothing is pooled, so nothing is left holding connections
                 place = when or ("once per loop iteration" if id(n) in in_loop else "")
                 if place:
                     what = "engine and pool" if func.kind is Kind.ENGINE_MAKER else "session factory"
@@ -163,6 +166,16 @@ def _per_configuration(loop: cst.CSTNode) -> bool:
     return isinstance(it, (cst.List, cst.Tuple, cst.Set, cst.Dict)) and all(
         isinstance(e.value, (cst.SimpleString, cst.ConcatenatedString, cst.Integer, cst.Tuple, cst.Dict))
         for e in (it.elements if not isinstance(it, cst.Dict) else ()))
+
+
+def _without_pool(call: cst.Call) -> bool:
+    """`create_engine(url, poolclass=NullPool)`."""
+    for arg in call.args:
+        if arg.keyword is not None and arg.keyword.value == "poolclass":
+            value = arg.value
+            name = value.attr.value if isinstance(value, cst.Attribute) else getattr(value, "value", "")
+            return name == "NullPool"
+    return False
 
 
 _STORE_METHODS = frozenset({"append", "add", "setdefault", "insert", "extend"})
