@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Set
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set
 
 from .findings import Finding
 from .runtime.report import Report, RuntimeFinding, display_path
@@ -46,7 +46,7 @@ class Verdict:
     detail: str = ""
     runtime: List[RuntimeFinding] = field(default_factory=list)
 
-    def as_dict(self) -> Dict[str, object]:
+    def as_dict(self) -> Dict[str, Any]:
         return {**self.finding.as_dict(), "status": self.status, "detail": self.detail,
                 "runtime": [r.as_dict() for r in self.runtime]}
 
@@ -112,14 +112,14 @@ def _unconfirmed(finding: Finding, where: _Located, report: Report) -> Verdict:
     code = finding.code
     if code in ("SES101", "SES102", "SES103"):
         entries = _entries(report, ("sessions", "connections"), where)
-        ran = sum(int(e.get("used", e.get("checked_out", 0))) for e in entries)  # type: ignore[call-overload]
+        ran = sum(int(e.get("used", e.get("checked_out", 0))) for e in entries)
         if ran:
             return Verdict(finding, NOT_EXERCISED,
                            f"opened {ran} time(s) here and always closed: the leaking path did not run")
     elif code == "SES201":
         entries = _entries(report, ("commits",), where)
-        commits = sum(int(e["commits"]) for e in entries)  # type: ignore[call-overload]
-        most = max((int(e["max_per_call"]) for e in entries), default=0)  # type: ignore[call-overload]
+        commits = sum(int(e["commits"]) for e in entries)
+        most = max((int(e["max_per_call"]) for e in entries), default=0)
         if commits > 1 and most == 1:
             return Verdict(finding, CONTRADICTED,
                            f"commit ran {commits} times, never more than once per call")
@@ -128,25 +128,25 @@ def _unconfirmed(finding: Finding, where: _Located, report: Report) -> Verdict:
                            f"commit ran {commits} time(s), at most {most} per call")
     elif code == "SES202":
         entries = _entries(report, ("failures",), where)
-        recovered = sum(int(e["recovered"]) for e in entries)  # type: ignore[call-overload]
+        recovered = sum(int(e["recovered"]) for e in entries)
         if recovered:
             return Verdict(finding, CONTRADICTED,
                            f"a flush failed here {recovered} time(s) and the session was rolled back or closed before its next use")
     elif code in ("SES301", "SES302"):
         entries = _entries(report, ("sessions",), where)
-        shared = sum(int(e["shared"]) for e in entries)  # type: ignore[call-overload]
+        shared = sum(int(e["shared"]) for e in entries)
         if shared:
             return Verdict(finding, CONTRADICTED,
                            f"{shared} session(s) made here were used by two threads or tasks, never at once")
     return Verdict(finding, NOT_EXERCISED, "the runtime report has no evidence for this line")
 
 
-def _entries(report: Report, kinds: Sequence[str], where: _Located) -> List[Dict[str, object]]:
+def _entries(report: Report, kinds: Sequence[str], where: _Located) -> List[Dict[str, Any]]:
     found = []
     for kind in kinds:
         entries = list(report.entries(kind))
-        exact = [e for e in entries if where.exact(e["site"])]  # type: ignore[arg-type]
-        found.extend(exact or [e for e in entries if where.near(e["site"])])  # type: ignore[arg-type]
+        exact = [e for e in entries if where.exact(e["site"])]
+        found.extend(exact or [e for e in entries if where.near(e["site"])])
     return found
 
 
@@ -175,8 +175,8 @@ def summary(result: Verification) -> str:
     return f"{n} static finding{'s' if n != 1 else ''}: {parts}; {len(result.runtime_only)} runtime-only."
 
 
-def as_dict(result: Verification, cwd: Optional[str] = None) -> Dict[str, object]:
-    def rel(r: RuntimeFinding) -> Dict[str, object]:
+def as_dict(result: Verification, cwd: Optional[str] = None) -> Dict[str, Any]:
+    def rel(r: RuntimeFinding) -> Dict[str, Any]:
         data = r.as_dict()
         data["path"] = _display(r.site, cwd)
         return {**data, "status": "runtime-only"}

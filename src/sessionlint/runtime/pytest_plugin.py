@@ -125,7 +125,7 @@ class RuntimePlugin:
         for finding in findings:
             where = f" [{finding.test}]" if finding.test else ""
             terminalreporter.line(finding.render(str(self.config.invocation_params.dir)) + where)
-        counts = {}
+        counts: dict[str, int] = {}
         for finding in findings:
             counts[finding.code] = counts.get(finding.code, 0) + 1
         summary = ", ".join(f"{code} {n}" for code, n in sorted(counts.items())) or "no findings"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from .sites import Site
 
@@ -41,17 +41,17 @@ class RuntimeFinding:
     def sites(self) -> List[Site]:
         return [self.site] + [site for _, site in self.related]
 
-    def as_dict(self) -> Dict[str, object]:
+    def as_dict(self) -> Dict[str, Any]:
         return {"code": self.code, "message": self.message, **self.site.as_dict(),
                 "related": [{"role": role, **site.as_dict()} for role, site in self.related],
                 "test": self.test, "count": self.count}
 
     @classmethod
-    def from_dict(cls, data: Dict[str, object]) -> "RuntimeFinding":
-        related = tuple((str(r["role"]), Site.from_dict(r)) for r in data.get("related", []))  # type: ignore[union-attr]
+    def from_dict(cls, data: Dict[str, Any]) -> "RuntimeFinding":
+        related = tuple((str(r["role"]), Site.from_dict(r)) for r in data.get("related", []))
         test = data.get("test")
         return cls(str(data["code"]), str(data["message"]), Site.from_dict(data), related,
-                   str(test) if test is not None else None, int(data.get("count", 1)))  # type: ignore[arg-type]
+                   str(test) if test is not None else None, int(data.get("count", 1)))
 
     def render(self, base: Optional[str] = None) -> str:
         """``path:line: CODE message`` plus a line per related site; paths relative to ``base``."""
@@ -73,7 +73,7 @@ def display_path(path: str, base: Optional[str] = None) -> str:
 @dataclass
 class Report:
     findings: Dict[Tuple[str, str, int], RuntimeFinding] = field(default_factory=dict)
-    observations: Dict[str, Dict[Tuple[str, int], Dict[str, object]]] = field(
+    observations: Dict[str, Dict[Tuple[str, int], Dict[str, Any]]] = field(
         default_factory=lambda: {kind: {} for kind in OBSERVATION_KINDS})
 
     def add(self, finding: RuntimeFinding) -> bool:
@@ -92,9 +92,9 @@ class Report:
             self.observations[kind][site.key()] = entry
         for name, value in counts.items():
             if name.startswith("max_"):
-                entry[name] = max(int(entry[name]), value)  # type: ignore[call-overload]
+                entry[name] = max(int(entry[name]), value)
             else:
-                entry[name] = int(entry[name]) + value  # type: ignore[call-overload]
+                entry[name] = int(entry[name]) + value
 
     def merge(self, other: "Report") -> None:
         for finding in other.findings.values():
@@ -102,35 +102,35 @@ class Report:
                                     finding.test, finding.count))
         for kind, entries in other.observations.items():
             for entry in entries.values():
-                counts = {k: int(v) for k, v in entry.items() if k != "site"}  # type: ignore[call-overload]
-                self.observe(kind, entry["site"], **counts)  # type: ignore[arg-type]
+                counts = {k: int(v) for k, v in entry.items() if k != "site"}
+                self.observe(kind, entry["site"], **counts)
 
     def sorted_findings(self) -> List[RuntimeFinding]:
         return sorted(self.findings.values(), key=lambda f: (f.site.path, f.site.line, f.code))
 
-    def entries(self, kind: str) -> Iterable[Dict[str, object]]:
+    def entries(self, kind: str) -> Iterable[Dict[str, Any]]:
         return self.observations.get(kind, {}).values()
 
-    def as_dict(self) -> Dict[str, object]:
+    def as_dict(self) -> Dict[str, Any]:
         return {
             "version": FORMAT_VERSION,
             "tool": "sessionlint-runtime",
             "findings": [f.as_dict() for f in self.sorted_findings()],
             "observations": {
-                kind: [{**{k: v for k, v in e.items() if k != "site"}, **e["site"].as_dict()}  # type: ignore[union-attr]
+                kind: [{**{k: v for k, v in e.items() if k != "site"}, **e["site"].as_dict()}
                        for _, e in sorted(entries.items())]
                 for kind, entries in sorted(self.observations.items())
             },
         }
 
     @classmethod
-    def from_dict(cls, data: Dict[str, object]) -> "Report":
+    def from_dict(cls, data: Dict[str, Any]) -> "Report":
         if data.get("tool") != "sessionlint-runtime" or data.get("version") != FORMAT_VERSION:
             raise ValueError("not a sessionlint runtime report (version %s)" % (FORMAT_VERSION,))
         report = cls()
-        for item in data.get("findings", []):  # type: ignore[union-attr]
+        for item in data.get("findings", []):
             report.add(RuntimeFinding.from_dict(item))
-        for kind, entries in data.get("observations", {}).items():  # type: ignore[union-attr]
+        for kind, entries in data.get("observations", {}).items():
             if kind not in OBSERVATION_KINDS:
                 continue
             for entry in entries:

@@ -13,7 +13,7 @@ import sys
 import sysconfig
 from dataclasses import dataclass
 from types import CodeType, FrameType
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 INTERNAL, LIBRARY, USER = 0, 1, 2
 
@@ -28,14 +28,14 @@ class Site:
     start: int
     end: int
 
-    def as_dict(self) -> Dict[str, object]:
+    def as_dict(self) -> Dict[str, Any]:
         return {"path": self.path, "line": self.line, "function": self.function,
                 "start_line": self.start, "end_line": self.end}
 
     @classmethod
-    def from_dict(cls, data: Dict[str, object]) -> "Site":
-        return cls(str(data["path"]), int(data["line"]), str(data.get("function", "")),  # type: ignore[arg-type]
-                   int(data.get("start_line", data["line"])), int(data.get("end_line", data["line"])))  # type: ignore[arg-type]
+    def from_dict(cls, data: Dict[str, Any]) -> "Site":
+        return cls(str(data["path"]), int(data["line"]), str(data.get("function", "")),
+                   int(data.get("start_line", data["line"])), int(data.get("end_line", data["line"])))
 
     def key(self) -> Tuple[str, int]:
         return (self.path, self.line)
