@@ -40,6 +40,12 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     if opt.sessionlint_commit_threshold < 1:
         raise pytest.UsageError("--sessionlint-commit-threshold must be at least 1")
+    try:
+        import sqlalchemy
+    except ImportError:
+        raise pytest.UsageError("--sessionlint needs SQLAlchemy 2.0 or later, which is not installed") from None
+    if int(sqlalchemy.__version__.split(".")[0]) < 2:
+        raise pytest.UsageError(f"--sessionlint needs SQLAlchemy 2.0 or later (found {sqlalchemy.__version__})")
     config.pluginmanager.register(RuntimePlugin(config), "sessionlint-runtime")
 
 
