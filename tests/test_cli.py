@@ -285,3 +285,15 @@ def test_libcst_internal_error_is_a_syntax_finding_not_a_crash(run_cli, tmp_path
     code, out, err = run_cli("check", "--isolated", "a.py", cwd=tmp_path)
     assert code == 1 and "Traceback" not in err
     assert "a.py:1:1: SES001 File could not be parsed by libcst: CSTLogicError" in out
+
+
+def test_attribute_cycles_through_classes_do_not_recurse(run_cli, tmp_path):
+    # indico: `self.dir = PluginScriptDirectory.dir` refers to itself through the class
+    (tmp_path / "m.py").write_text(
+        "from sqlalchemy.orm import Session\n\n"
+        "class A:\n    def __init__(self):\n        self.dir = B.dir\n\n"
+        "class B:\n    def __init__(self):\n        self.dir = A.dir\n\n"
+        "class C:\n    def __init__(self):\n        self.dir = C.dir\n        self.s = Session()\n")
+    code, out, err = run_cli("check", "--isolated", "m.py", cwd=tmp_path)
+    assert code == 0, (out, err)
+    assert "internal error" not in err

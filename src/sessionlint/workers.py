@@ -222,7 +222,10 @@ def _orchestrate(handles: list[Any], shares: list[list[SourceFile]],
     vocab = vocabulary(settings)
     known: set[str] = set()
     while True:
-        names = session_names(ProjectIndex(summaries, vocab), summaries) - known
+        try:
+            names = session_names(ProjectIndex(summaries, vocab), summaries) - known
+        except Exception:  # noqa: BLE001 - widening the pre-filter is an optimisation for recall;
+            break          # a bug there must not stop the run (the files it would add stay skipped)
         if not names:
             break
         known |= names

@@ -257,6 +257,11 @@ class ProjectIndex:
         return Value(Kind.FUNCTION, ref=ref)
 
     def class_attribute(self, ref: str, attr: str, instance: bool) -> Optional[Value]:
+        # memoised like names: `self.dir = C.dir` refers to itself through the class
+        return self._memoized(("class_attr", ref, attr, instance),
+                              lambda: self._class_attribute(ref, attr, instance))
+
+    def _class_attribute(self, ref: str, attr: str, instance: bool) -> Optional[Value]:
         mod, _, qual = ref.partition(":")
         module = self.modules.get(mod)
         cls: Optional[ClassSummary] = module.classes.get(qual) if module else None
