@@ -11,7 +11,9 @@ from ..semantic.operations import Context
 from ..semantic.placement import assigned_global, dependency_names, is_cached, is_route_handler, local_names, loop_calls
 from ..semantic.transactions import runs_every_iteration
 from ..semantic.values import Kind
-from ..semantic.walk import walk_scope
+from ..semantic.index import Scope
+from ..semantic.facts import bound_names
+from ..semantic.walk import walk, walk_scope
 
 
 class EnginePerCall(Rule):
@@ -57,7 +59,12 @@ class EnginePerCall(Rule):
 
     ## Known problems
     An engine with `poolclass=NullPool` is not reported: it keeps no connections, though building
-    it per call still costs a dialect set-up. Route handlers are recognised by the decorator's shape (`@<app>.get("/path")`,
+    it per call still costs a dialect set-up. Neither is an engine built from the loop's item
+    and disposed within the same iteration (one per database being migrated or inspected), one
+    a looped helper disposes before returning, one stored in a container, one per element of a
+    literal list, or a `sessionmaker` over an existing session's bind. A loop over a configured
+    list held in a variable (`for url in DATABASE_URLS:`) is still reported when the engines
+    are not disposed: statically it cannot be told from a loop over data. Route handlers are recognised by the decorator's shape (`@<app>.get("/path")`,
     `@<bp>.route(...)`), not by resolving the application object.
 
     ## References
@@ -89,8 +96,10 @@ class EnginePerCall(Rule):
             else:
                 when = ""
             in_loop = {id(call) for call, loop, stmt in loop_calls(info.node)
-                       if not _per_configuration(loop) and self._every_iteration(model, info, loop, stmt)}
+                       if not _per_configuration(loop) and not _disposed_per_configuration(call, loop, stmt)
+                       and self._every_iteration(model, info, loop, stmt)}
             cached = _cached_calls(info)
+            disposed = _disposed_names(info.node.body)
             for n in walk_scope(info.node.body):
                 if not isinstance(n, cst.Call) or id(n) in cached:
                     continue
@@ -99,6 +108,10 @@ class EnginePerCall(Rule):
                     continue
                 if func.kind is Kind.ENGINE_MAKER and _without_pool(n):
                     continue  # NullPool: nothing is pooled, so nothing is left holding connections
+                if func.kind is Kind.FACTORY_MAKER and _binds_existing(model, info, n, scope):
+                    continue  # `sessionmaker(session.get_bind())`: no engine, no pool is built
+                if when and id(info) in looped and _assigned_name(n, info) in disposed:
+                    continue  # the helper disposes of its engine before returning: nothing piles up
                 place = when or ("once per loop iteration" if id(n) in in_loop else "")
                 if place:
                     what = "engine and pool" if func.kind is Kind.ENGINE_MAKER else "session factory"
@@ -166,6 +179,58 @@ def _per_configuration(loop: cst.CSTNode) -> bool:
     return isinstance(it, (cst.List, cst.Tuple, cst.Set, cst.Dict)) and all(
         isinstance(e.value, (cst.SimpleString, cst.ConcatenatedString, cst.Integer, cst.Tuple, cst.Dict))
         for e in (it.elements if not isinstance(it, cst.Dict) else ()))
+
+
+def _disposed_names(body: cst.CSTNode) -> set[str]:
+    """Names `x` with an `x.dispose()` call in `body`."""
+    return {n.func.value.value for n in walk_scope(body)
+            if isinstance(n, cst.Call) and isinstance(n.func, cst.Attribute) and n.func.attr.value == "dispose"
+            and isinstance(n.func.value, cst.Name)}
+
+
+def _assigned_name(call: cst.Call, info: FunctionInfo) -> Optional[str]:
+    """`engine` in `engine = create_engine(...)`."""
+    for n in walk_scope(info.node.body):
+        if isinstance(n, cst.Assign) and n.value is call and len(n.targets) == 1 and \
+                isinstance(n.targets[0].target, cst.Name):
+            return n.targets[0].target.value
+    return None
+
+
+def _disposed_per_configuration(call: cst.Call, loop: cst.CSTNode, stmt: Optional[cst.CSTNode]) -> bool:
+    """`for db in databases: engine = create_engine(url_for(db)) ... engine.dispose()`: one engine
+    per configuration, disposed within its iteration. An engine built the same way every
+    iteration (arguments not taken from the loop) is still reported."""
+    if not isinstance(loop, cst.For) or not isinstance(stmt, cst.Assign) or stmt.value is not call:
+        return False
+    targets = [t.target for t in stmt.targets]
+    if len(targets) != 1 or not isinstance(targets[0], cst.Name):
+        return False
+    if targets[0].value not in _disposed_names(loop.body):
+        return False
+    per_item = bound_names(loop.target)
+    return any(isinstance(n, cst.Name) and n.value in per_item for a in call.args for n in walk(a.value))
+
+
+def _binds_existing(model: FileModel, info: FunctionInfo, call: cst.Call, scope: Scope) -> bool:
+    """The factory's bind comes from a session or connection that exists already
+    (`session.get_bind()`, `session.bind`, `conn.engine`), directly or through a local name."""
+    bind: Optional[cst.BaseExpression] = None
+    for i, arg in enumerate(call.args):
+        if (arg.keyword is None and i == 0) or (arg.keyword is not None and arg.keyword.value == "bind"):
+            bind = arg.value
+    if isinstance(bind, cst.Name):
+        for n in walk_scope(info.node.body):
+            if isinstance(n, cst.Assign) and any(isinstance(t.target, cst.Name) and t.target.value == bind.value
+                                                 for t in n.targets):
+                bind = n.value
+                break
+    if isinstance(bind, cst.Call):
+        bind = bind.func
+    if not isinstance(bind, cst.Attribute):
+        return False
+    base = model.index.eval(bind.value, scope)
+    return base is not None and (base.is_session_like or base.kind in (Kind.CONNECTION, Kind.ENGINE))
 
 
 def _without_pool(call: cst.Call) -> bool:
