@@ -229,8 +229,13 @@ def _binds_existing(model: FileModel, info: FunctionInfo, call: cst.Call, scope:
         bind = bind.func
     if not isinstance(bind, cst.Attribute):
         return False
+    if bind.attr.value in _EXISTING_BIND:
+        return True  # whatever it is called on, it hands back a bind that exists already
     base = model.index.eval(bind.value, scope)
     return base is not None and (base.is_session_like or base.kind in (Kind.CONNECTION, Kind.ENGINE))
+
+
+_EXISTING_BIND = frozenset({"get_bind", "bind", "connection", "engine"})
 
 
 def _without_pool(call: cst.Call) -> bool:
