@@ -396,3 +396,134 @@ def test_watch_as_decorator(factory) -> None:
 def test_commit_threshold_is_validated() -> None:
     with pytest.raises(ValueError):
         watch(commit_threshold=0)
+
+
+# -- regressions from the runtime red-team -----------------------------------------------------
+def test_joined_thread_hand_off_is_sequential_not_shared(factory) -> None:
+    def run() -> None:
+        with factory() as session:
+            session.execute(text("select 1"))
+            t = threading.Thread(target=lambda: session.execute(text("select 2")))
+            t.start()
+            t.join()
+            session.execute(text("select 3"))
+            session.commit()
+
+    assert codes(run) == []
+
+
+def test_awaited_task_between_uses_is_not_sharing() -> None:
+    factory = _async_factory()
+
+    async def run() -> None:
+        async with factory() as session:
+            await session.execute(text("select 1"))
+            await asyncio.create_task(session.execute(text("select 2")))
+            await asyncio.wait_for(session.execute(text("select 3")), timeout=5)
+            await session.commit()
+
+    assert codes(lambda: arun(factory, run)) == []
+
+
+def test_registry_sessions_belong_to_the_outermost_scope(factory) -> None:
+    registry = scoped_session(factory)
+    with watch() as outer:
+        with watch() as inner:
+            registry.execute(text("select 1"))  # made on demand by the registry
+        assert inner.findings == []
+        registry.remove()
+    assert outer.findings == []
+
+
+def test_inner_leak_is_not_the_outer_blocks(factory) -> None:
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        with watch() as outer:
+            with watch() as inner:
+                session = factory()
+                session.execute(text("select 1"))
+            session.close()
+    assert [f.code for f in inner.findings] == ["SES101"]
+    assert outer.findings == []
+
+
+def test_batched_commits_are_not_per_iteration(factory) -> None:
+    def run() -> None:
+        with factory() as session:
+            for i in range(100):
+                session.add(Item(name=f"batch-{i}"))
+                if i % 20 == 19:
+                    session.commit()
+
+    assert codes(run) == []
+
+
+def test_detached_connection_is_not_a_leak(factory) -> None:
+    engine = create_engine("sqlite://")
+
+    def run() -> None:
+        conn = engine.connect()
+        conn.detach()
+        conn.close()
+
+    assert codes(run) == []
+    engine.dispose()
+
+
+def test_commit_through_a_session_subclass_counts_the_callers_line() -> None:
+    class AuditedSession(Session):
+        def commit(self) -> None:
+            super().commit()
+
+    engine = create_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    Audited = sessionmaker(engine, class_=AuditedSession)
+
+    def run() -> None:
+        with Audited() as session:
+            for i in range(5):
+                session.add(Item(name=f"sub-{i}"))
+                session.commit()
+
+    assert codes(run) == ["SES201"]
+    engine.dispose()
+
+
+def test_static_pool_leak_survives_a_later_clean_checkout() -> None:
+    engine = create_engine("sqlite://", poolclass=StaticPool)
+    held = []
+
+    def run() -> None:
+        held.append(engine.connect())
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+
+    assert codes(run) == ["SES101"]
+    held[0].close()
+    engine.dispose()
+
+
+def test_async_close_site_is_user_code_or_nothing() -> None:
+    factory = _async_factory()
+
+    async def read():
+        from sqlalchemy.orm.exc import DetachedInstanceError as Detached
+
+        async with factory() as session:
+            await session.run_sync(lambda s: Base.metadata.create_all(s.connection()))
+            session.add(Item(name="a"))
+            await session.commit()
+            item = await session.get(Item, 1)
+            await session.commit()
+        try:
+            return item.name
+        except Detached:
+            return None
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with watch():
+            arun(factory, read)
+    (warning,) = [w.message for w in caught if isinstance(w.message, SessionMisuseWarning)]
+    assert warning.code == "SES106"
+    assert all("asyncio" not in site.path for _, site in warning.finding.related)

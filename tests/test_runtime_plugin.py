@@ -147,3 +147,26 @@ def test_leak_{i}():
     findings = report_of(pytester)["findings"]
     assert sorted(f["test"] for f in findings) == [f"test_m{i}.py::test_leak_{i}" for i in range(4)]
     assert sum(s["created"] for s in report_of(pytester)["observations"]["sessions"]) == 4
+
+
+def test_strict_fails_a_test_whose_connection_the_garbage_collector_returned(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_app='''
+import gc
+from sqlalchemy import create_engine, text
+
+engine = create_engine("sqlite://")
+
+def test_gc_returns_it():
+    conn = engine.connect()
+    conn.execute(text("select 1"))
+    del conn
+    gc.collect()
+
+def test_fine():
+    with engine.connect() as conn:
+        conn.execute(text("select 1"))
+''')
+    result = pytester.runpytest("--sessionlint-strict", "--sessionlint-report=rt.json")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*ERROR at teardown of test_gc_returns_it*"])

@@ -6,6 +6,7 @@ per-code-object caches) only where a site must be named.
 """
 from __future__ import annotations
 
+import contextvars
 import sys
 import threading
 import weakref
@@ -31,14 +32,15 @@ def who() -> Who:
 class Scope:
     """A span of execution at whose end open sessions count as leaks (a test, a watch block)."""
 
-    def __init__(self, label: str, test: Optional[str]) -> None:
+    def __init__(self, label: str, test: Optional[str], owner: Optional["Recorder"]) -> None:
         self.label = label
         self.test = test
+        self.owner = owner  # its leaks are this recorder's, not every attached one's
         self.sessions: List["SessionRecord"] = []
 
 
 class SessionRecord:
-    __slots__ = ("ref", "site", "is_async", "scope", "active", "used", "closed_site", "tx_users",
+    __slots__ = ("ref", "site", "is_async", "scope", "active", "used", "closed_site",
                  "tx_last", "inflight", "users", "failed_site", "failure_reported", "reported",
                  "__weakref__")
 
@@ -50,7 +52,6 @@ class SessionRecord:
         self.active = False          # began a transaction since it was created or last closed
         self.used = False
         self.closed_site: Optional[Site] = None
-        self.tx_users: List[Who] = []  # who used the current transaction, in order of first use
         self.tx_last: Optional[Who] = None
         self.inflight: Dict[Who, int] = {}
         self.users = 0
@@ -67,9 +68,11 @@ class Recorder:
             raise ValueError("commit_threshold must be at least 1")
         self.commit_threshold = commit_threshold
         self.report = Report()
-        self.new: List[RuntimeFinding] = []
+        self.new: List[RuntimeFinding] = []  # first sightings, for watch() to warn about
+        self.log: List[RuntimeFinding] = []  # every sighting, for strict mode to judge one test
 
     def add(self, finding: RuntimeFinding) -> None:
+        self.log.append(finding)
         if self.report.add(finding):
             self.new.append(finding)
 
@@ -77,14 +80,19 @@ class Recorder:
 class Hub:
     def __init__(self) -> None:
         self.recorders: List[Recorder] = []
-        self.scopes: List[Scope] = []
+        # Scopes are context-local: concurrent watch() blocks (threads, tasks) each see their own.
+        # A thread started without a context (a server thread, a pool worker) falls back to the
+        # outermost scope, so what it opens is checked when that ends, not at a random test's end.
+        self._scopes: "contextvars.ContextVar[Tuple[Scope, ...]]" = contextvars.ContextVar(
+            "sessionlint_scopes", default=())
+        self.root: Optional[Scope] = None
         self.test: Optional[str] = None
         self.attributor: Optional[Attributor] = None
         self.lock = threading.RLock()
         # (code, line) -> [frame of the call, commits in it, site]; the frame tells calls apart.
         self.commits: Dict[Tuple[Any, int], List[Any]] = {}
         self.detached: "weakref.WeakKeyDictionary[Any, SessionRecord]" = weakref.WeakKeyDictionary()
-        self.checked_out: Dict[int, Tuple[Optional[Site], Optional[Scope]]] = {}
+        self.checked_out: Dict[int, List[Tuple[Optional[Site], Optional[Scope]]]] = {}
         self._patches: Any = None
 
     # -- attaching -------------------------------------------------------------------------
@@ -107,38 +115,60 @@ class Hub:
                 self._patches = None
                 self.commits.clear()
                 self.checked_out.clear()
-                self.scopes.clear()
+                self.root = None
 
     @property
     def installed(self) -> bool:
         return self._patches is not None
 
-    def push(self, label: str, test: Optional[str] = None) -> Scope:
-        scope = Scope(label, test)
-        self.scopes.append(scope)
+    def push(self, label: str, test: Optional[str] = None, owner: Optional[Recorder] = None) -> Scope:
+        scope = Scope(label, test, owner)
+        self.enter_scope(scope)
+        if self.root is None:
+            self.root = scope
         return scope
+
+    def enter_scope(self, scope: Scope) -> None:
+        self._scopes.set(self._scopes.get() + (scope,))
+
+    def leave_scope(self, scope: Scope) -> None:
+        """Take the innermost entry of ``scope`` off this context's stack."""
+        stack = list(self._scopes.get())
+        for i in range(len(stack) - 1, -1, -1):
+            if stack[i] is scope:
+                del stack[i]
+                self._scopes.set(tuple(stack))
+                return
+
+    def current(self) -> Optional[Scope]:
+        stack = self._scopes.get()
+        return stack[-1] if stack else self.root
 
     def pop(self, scope: Scope) -> List[RuntimeFinding]:
         """End ``scope``: report the sessions and connections it left open."""
         with self.lock:
-            if scope in self.scopes:
-                self.scopes.remove(scope)
+            self.leave_scope(scope)
+            if self.root is scope:
+                self.root = None
             self.flush_commits()
             leaks = []
             for rec in scope.sessions:
                 if rec.active and "leak" not in rec.reported:
                     rec.reported.add("leak")
                     leaks.append(self._session_leak(rec, scope))
-            for key, (site, owner) in list(self.checked_out.items()):
-                if owner is scope:
-                    del self.checked_out[key]
+            for key, entries in list(self.checked_out.items()):
+                for entry in [e for e in entries if e[1] is scope]:
+                    entries.remove(entry)
+                    site = entry[0]
                     if site is not None:
                         self.observe("connections", site, leaked=1)
                         leaks.append(RuntimeFinding(
                             "SES101", f"connection checked out here was never closed; still checked out at the end of {scope.label}",
                             site, test=scope.test))
+                if not entries:
+                    self.checked_out.pop(key, None)
             for finding in leaks:
-                self.emit(finding)
+                self.emit(finding, only=scope.owner)
             return leaks
 
     def _session_leak(self, rec: SessionRecord, scope: Scope) -> RuntimeFinding:
@@ -156,10 +186,10 @@ class Hub:
                               site, test=scope.test)
 
     # -- output ----------------------------------------------------------------------------
-    def emit(self, finding: RuntimeFinding, commits: int = 0) -> None:
+    def emit(self, finding: RuntimeFinding, commits: int = 0, only: Optional[Recorder] = None) -> None:
         if finding.test is None:
             finding.test = self.test
-        for recorder in list(self.recorders):
+        for recorder in ([only] if only is not None else list(self.recorders)):
             if commits and commits != recorder.commit_threshold + 1:
                 continue
             recorder.add(RuntimeFinding(finding.code, finding.message, finding.site, finding.related,
@@ -171,11 +201,13 @@ class Hub:
         for recorder in list(self.recorders):
             recorder.report.observe(kind, site, **counts)
 
-    def here(self, frame: Optional[FrameType]) -> Optional[Site]:
+    def here(self, frame: Optional[FrameType], user_only: bool = False) -> Optional[Site]:
+        """The site of the first user frame above ``frame`` (else of a library frame, unless
+        ``user_only``: an asyncio task's own machinery says nothing about who closed a session)."""
         attributor = self.attributor
         if attributor is None:
             return None
-        user = attributor.user_frame(frame)
+        user = attributor.user_frame(frame, user_only)
         return attributor.site(user) if user is not None else None
 
     # -- sessions --------------------------------------------------------------------------
@@ -187,9 +219,13 @@ class Hub:
         return rec
 
     def created(self, session: Any, frame: Optional[FrameType]) -> None:
-        scope = self.scopes[-1] if self.scopes else None
+        scope = self.current()
         site = None
         attributor = self.attributor
+        if attributor is not None and attributor.on_stack(frame, _SCOPING_FILE):
+            # made on demand by a scoped_session registry: it lives as long as the registry's
+            # owner (an app context, a fixture), so it is checked when the outermost scope ends
+            scope = self.root
         user = attributor.user_frame(frame) if attributor is not None else None
         # A Session subclass's own __init__ is not where the session was made: its caller is.
         while user is not None and user.f_code.co_name == "__init__" and user.f_locals.get("self") is session:
@@ -213,35 +249,32 @@ class Hub:
         rec = self.record(session)
         if rec.active:
             rec.active = False
-            rec.closed_site = self.here(frame)
+            rec.closed_site = self.here(frame, user_only=True)
             self.observe("sessions", rec.site, closed=1)
         self.end_transaction(session)
         self.recovered(rec)
 
     def end_transaction(self, session: Any) -> None:
         rec = self.record(session)
-        rec.tx_users = []
         rec.tx_last = None
 
     def enter(self, rec: SessionRecord, me: Who, use: bool) -> None:
-        """A call on the session by ``me`` starts; called by the wrappers off their fast path."""
-        frame = sys._getframe(1)
+        """A call on the session by ``me`` starts; called by the wrappers off their fast path.
+
+        Only calls that overlap are reported: a session handed from one thread or task to
+        another and used by one at a time (a joined thread, FastAPI's worker threads for a
+        dependency and its endpoint, a middleware and ``call_next``) is legal."""
         inflight = rec.inflight
         depth = inflight.get(me, 0)
-        if inflight and depth == 0:
-            other = next(iter(inflight))
-            self.shared(rec, me, other, frame, "while another was still inside a session call")
+        if depth == 0:
+            others = [who for who in tuple(inflight) if who != me]
+            if others:
+                self.shared(rec, me, others[0], sys._getframe(1), "while another was still inside a session call")
         inflight[me] = depth + 1
         if use and depth == 0 and rec.tx_last != me:
-            if not rec.tx_users:
-                rec.users = max(rec.users, 1)
-            if me in rec.tx_users:
-                self.shared(rec, me, rec.tx_last, frame, "interleaved with another in one transaction")
-            else:
-                rec.tx_users.append(me)
-                if len(rec.tx_users) == 2 and rec.users < 2:
-                    rec.users = 2
-                    self.observe("sessions", rec.site, shared=1)
+            if rec.tx_last is not None and rec.users < 2:
+                rec.users = 2
+                self.observe("sessions", rec.site, shared=1)
             rec.tx_last = me
 
     def leave(self, rec: SessionRecord, me: Who) -> None:
@@ -302,37 +335,48 @@ class Hub:
             "again without rollback() (PendingRollbackError)", origin, tuple(related)))
 
     # -- commits (SES201) ------------------------------------------------------------------
-    def committed(self, frame: Optional[FrameType]) -> None:
+    def committed(self, session: Any, frame: Optional[FrameType]) -> None:
         attributor = self.attributor
         if attributor is None:
             return
         user = attributor.user_frame(frame)
+        # an application's Session subclass overriding commit(): count its caller's line
+        while user is not None and user.f_code.co_name == "commit" and user.f_locals.get("self") is session:
+            user = attributor.user_frame(user.f_back)
         if user is None:
             return
-        key = (user.f_code, user.f_lineno)
-        entry = self.commits.get(key)
-        if entry is not None and entry[0] is user:
-            entry[1] += 1
-        else:
-            if entry is not None:
-                self._flush_commit(entry)
-            entry = [user, 1, attributor.site(user)]
-            self.commits[key] = entry
-        count = entry[1]
+        pending = _pending(session)
+        with self.lock:
+            key = (user.f_code, user.f_lineno)
+            entry = self.commits.get(key)
+            if entry is not None and entry[0] is user:
+                entry[1] += 1
+                entry[3] = max(entry[3], pending)
+            else:
+                if entry is not None:
+                    self._flush_commit(entry)
+                entry = [user, 1, attributor.site(user), pending]
+                self.commits[key] = entry
+            count, batch = entry[1], entry[3]
+        if batch > BATCH_SIZE:
+            return  # commits of many rows each: deliberate batching, not one per iteration
         if any(count == r.commit_threshold + 1 for r in self.recorders):
             site: Site = entry[2]
             self.emit(RuntimeFinding(
                 "SES201", f"commit() ran more than {count - 1} times from this line in one call of "
-                f"{site.function}(): one transaction per iteration", site), commits=count)
+                f"{site.function}(), at most {batch} pending object(s) each: one transaction per iteration",
+                site), commits=count)
 
     def _flush_commit(self, entry: List[Any]) -> None:
         self.observe("commits", entry[2], commits=entry[1], calls=1, max_per_call=entry[1])
 
     def flush_commits(self) -> None:
         # Drops the frames held to tell calls apart, so their locals can be freed.
-        for entry in self.commits.values():
+        with self.lock:
+            entries = list(self.commits.values())
+            self.commits.clear()
+        for entry in entries:
             self._flush_commit(entry)
-        self.commits.clear()
 
     # -- detached instances (SES106) -------------------------------------------------------
     def detaching(self, session: Any, state: Any) -> None:
@@ -353,10 +397,15 @@ class Hub:
                 if rec is not None:
                     break
             f = f.f_back
-        site = self.here(frame)
+        related = []
+        site = self.here(frame, user_only=True)
+        if site is None:  # raised in library code (a serializer) after the user's code returned
+            site = (rec.closed_site or rec.site) if rec is not None else None
+            raised = self.here(frame)
+            if raised is not None:
+                related.append(("raised in", raised))
         if site is None:
             return
-        related = []
         if rec is not None and rec.site is not None:
             related.append(("session created", rec.site))
         if rec is not None and rec.closed_site is not None:
@@ -371,23 +420,27 @@ class Hub:
         if attributor is None or attributor.on_stack(frame, _SESSION_FILE):
             return  # a session's connection: the session record accounts for it
         site = self.here(frame)
-        scope = self.scopes[-1] if self.scopes else None
-        self.checked_out[key] = (site, scope)
+        # StaticPool and SingletonThreadPool hand out one record several times: keep a stack
+        self.checked_out.setdefault(key, []).append((site, self.current()))
         self.observe("connections", site, checked_out=1)
 
-    def checkin(self, key: int, frame: Optional[FrameType]) -> None:
-        entry = self.checked_out.pop(key, None)
-        if entry is None:
+    def returned(self, key: int, frame: Optional[FrameType], detached: bool = False) -> None:
+        """The pool took a connection back (``checkin``) or let it go (``detach``)."""
+        entries = self.checked_out.get(key)
+        if not entries:
             return
-        site, scope = entry
-        if not _gc_cleanup(frame):
+        site, scope = entries.pop()
+        if not entries:
+            self.checked_out.pop(key, None)
+        if detached or not _gc_cleanup(frame):
             self.observe("connections", site, returned=1)
             return
         if site is not None:
             self.observe("connections", site, leaked=1)
             self.emit(RuntimeFinding(
                 "SES101", "connection checked out here was never closed; the garbage collector "
-                "returned it to the pool", site, test=scope.test if scope is not None else None))
+                "returned it to the pool", site, test=scope.test if scope is not None else None),
+                only=scope.owner if scope is not None else None)
 
 
 def _gc_cleanup(frame: Optional[FrameType]) -> bool:
@@ -403,6 +456,18 @@ def _gc_cleanup(frame: Optional[FrameType]) -> bool:
     return False
 
 
+def _pending(session: Any) -> int:
+    """Objects the commit will write: new, deleted and modified (cheap: no identity-map scan)."""
+    try:
+        return len(session._new) + len(session._deleted) + len(session.identity_map._modified)
+    except (AttributeError, TypeError):
+        return 0
+
+
+# more pending objects than this in one commit is a batch, not an iteration's worth
+BATCH_SIZE = 10
+
+_SCOPING_FILE = "/orm/scoping.py".replace("/", __import__("os").sep)
 _SESSION_FILE = "/orm/session.py".replace("/", __import__("os").sep)
 
 HUB = Hub()

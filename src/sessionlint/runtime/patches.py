@@ -60,7 +60,8 @@ class Patches:
         self._listen(Session, "persistent_to_detached",
                      lambda session, instance: hub.detaching(session, instance_state(instance)))
         self._listen(Pool, "checkout", lambda dbapi, record, proxy: hub.checkout(id(record), sys._getframe()))
-        self._listen(Pool, "checkin", lambda dbapi, record: hub.checkin(id(record), sys._getframe()))
+        self._listen(Pool, "checkin", lambda dbapi, record: hub.returned(id(record), sys._getframe()))
+        self._listen(Pool, "detach", lambda dbapi, record: hub.returned(id(record), None, detached=True))
 
     def uninstall(self) -> None:
         for target, name, fn in reversed(self._events):
@@ -116,7 +117,7 @@ class Patches:
             else:  # the common case: nobody else inside, same user as last time
                 inflight[me] = 1
             if counts_commit:
-                hub.committed(sys._getframe())
+                hub.committed(session, sys._getframe())
             try:
                 return original(session, *args, **kw)
             except PendingRollbackError:

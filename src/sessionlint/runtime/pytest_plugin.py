@@ -61,7 +61,7 @@ class RuntimePlugin:
         self.path = config.option.sessionlint_report or os.path.join(
             str(config.invocation_params.dir), DEFAULT_REPORT)
         self.hub.attach(self.recorder)
-        self.run_scope: Optional[Scope] = self.hub.push("the test run")
+        self.run_scope: Optional[Scope] = self.hub.push("the test run", owner=self.recorder)
         self.test_scope: Optional[Scope] = None
         self.merged: List[Report] = []
 
@@ -69,7 +69,8 @@ class RuntimePlugin:
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, None, None]:
         self.hub.test = item.nodeid
-        self.test_scope = self.hub.push("its test", test=item.nodeid)
+        self.test_scope = self.hub.push("its test", test=item.nodeid, owner=self.recorder)
+        self.recorder.log.clear()
         return (yield)
 
     @pytest.hookimpl(wrapper=True)
@@ -78,11 +79,11 @@ class RuntimePlugin:
         # they belong to the run and are checked when it ends.
         if fixturedef.scope == "function" or self.run_scope is None:
             return (yield)
-        self.hub.scopes.append(self.run_scope)
+        self.hub.enter_scope(self.run_scope)
         try:
             return (yield)
         finally:
-            self.hub.scopes.pop()
+            self.hub.leave_scope(self.run_scope)
 
     @pytest.hookimpl(wrapper=True, trylast=True)
     def pytest_runtest_teardown(self, item: pytest.Item, nextitem: Optional[pytest.Item]) -> Generator[None, None, None]:
@@ -90,8 +91,11 @@ class RuntimePlugin:
             result = yield
         finally:
             scope, self.test_scope = self.test_scope, None
-            leaks = self.hub.pop(scope) if scope is not None else []
+            self.hub.pop(scope) if scope is not None else None
             self.hub.test = None
+        # leaks found at the end of the test, and connections the garbage collector returned during it
+        leaks = [f for f in self.recorder.log if f.code == "SES101" and f.test == item.nodeid]
+        self.recorder.log.clear()
         if leaks and self.strict:
             details = "\n".join(f.render() for f in leaks)
             pytest.fail(f"sessionlint: {len(leaks)} session(s) or connection(s) left open by this test:\n{details}",

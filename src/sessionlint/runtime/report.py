@@ -81,6 +81,8 @@ class Report:
         known = self.findings.get(finding.key())
         if known is not None:
             known.count += finding.count
+            if finding.test is not None and (known.test is None or finding.test < known.test):
+                known.test = finding.test  # the same for any order of xdist workers
             return False
         self.findings[finding.key()] = finding
         return True

@@ -84,7 +84,7 @@ class Attributor:
             return LIBRARY
         return USER
 
-    def user_frame(self, frame: Optional[FrameType]) -> Optional[FrameType]:
+    def user_frame(self, frame: Optional[FrameType], user_only: bool = False) -> Optional[FrameType]:
         """The first user frame above ``frame``; else the first one outside SQLAlchemy."""
         fallback: Optional[FrameType] = None
         for f in _frames(frame):
@@ -93,7 +93,7 @@ class Attributor:
                 return f
             if kind == LIBRARY and fallback is None:
                 fallback = f
-        return fallback
+        return None if user_only else fallback
 
     def site(self, frame: FrameType) -> Site:
         code = frame.f_code

@@ -59,7 +59,7 @@ class watch:
         if self._scope is not None:
             raise RuntimeError("this watch() is already active; create one per block")
         HUB.attach(self.recorder)
-        self._scope = HUB.push(self.label)
+        self._scope = HUB.push(self.label, owner=self.recorder)
         return self
 
     def __exit__(self, *exc: Any) -> None:
