@@ -18,14 +18,14 @@ def test_rules_md_is_current() -> None:
 @pytest.mark.parametrize("rule", registry.RULES, ids=lambda r: r.code)
 def test_example_reports_its_code(rule: type[Rule]) -> None:
     bad, _ = example_blocks(rule)
-    codes = {f.code for f in check_source(bad, "example.py", Settings(select=(rule.code,)))}
+    codes = {f.code for f in check_source(bad, "example.py", Settings(select=(rule.code,), preview=True))}
     assert codes == {rule.code}
 
 
 @pytest.mark.parametrize("rule", registry.RULES, ids=lambda r: r.code)
 def test_use_instead_is_clean(rule: type[Rule]) -> None:
     _, good = example_blocks(rule)
-    assert check_source(good, "example.py", Settings()) == []
+    assert check_source(good, "example.py", Settings(preview=True)) == []
 
 
 def test_malformed_rule_cannot_load() -> None:

@@ -15,12 +15,12 @@ PACKAGES = sorted(p for p in FIXTURES.iterdir() if p.is_dir() and not p.name.sta
 
 
 def settings_for(path: Path) -> Settings:
-    """Every rule on by default, plus the off-by-default rule a fixture is named after."""
+    """Every rule on by default, preview rules too, plus the off-by-default rule a fixture is named after."""
     from sessionlint import registry
 
     rule = registry.BY_CODE.get(path.name[:6])
     extra = (rule.code,) if rule is not None and not rule.default_enabled else ()
-    return Settings(root=FIXTURES, extend_select=extra)
+    return Settings(root=FIXTURES, extend_select=extra, preview=True)
 
 
 def _describe(missing: set, extra: set) -> str:

@@ -31,6 +31,28 @@ def _imports_own_package(source: str, filename: str) -> bool:
     return re.search(rf"^\s*(from|import)\s+{re.escape(top)}\b", source, re.M) is not None
 
 
+_PREVIEW: dict[str, bool] = {}
+
+
+def _preview(filename: str) -> bool:
+    """Preview rules run when `SESSIONLINT_PREVIEW=1` or the nearest pyproject.toml sets
+    `[tool.sessionlint] preview = true`, as for the CLI (read once per project file)."""
+    if os.environ.get("SESSIONLINT_PREVIEW", "") not in ("", "0"):
+        return True
+    from pathlib import Path
+
+    from . import config
+
+    pyproject = config.find_pyproject(Path(filename).resolve().parent if filename != "stdin" else Path.cwd())
+    key = str(pyproject)
+    if key not in _PREVIEW:
+        try:
+            _PREVIEW[key] = config.load(pyproject).preview
+        except config.ConfigError:
+            _PREVIEW[key] = False  # flake8 shows its own errors; a bad table is the CLI's to report
+    return _PREVIEW[key]
+
+
 class SessionLintPlugin:
     name = "sessionlint"
     version = __version__
@@ -50,7 +72,7 @@ class SessionLintPlugin:
         from .engine import check_source
 
         # the plugin's rules all run; flake8's --select/--ignore and noqa decide what is shown
-        settings = Settings(select=self._codes())
+        settings = Settings(select=self._codes(), preview=_preview(self.filename))
         for f in check_source(source, self.filename, settings, noqa_applied=False):
             if f.code == "SES001":
                 continue  # flake8 reports its own E999 for files that do not parse

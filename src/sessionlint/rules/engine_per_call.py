@@ -58,6 +58,9 @@ class EnginePerCall(Rule):
     ```
 
     ## Known problems
+    **Preview** because its measured precision is below 90 %: of 9 findings in 151 real packages,
+    5 were real (a Superset migration, four undisposed per-database engines in DataHub) and 4
+    were one engine per configured test database in a test suite.
     An engine with `poolclass=NullPool` is not reported: it keeps no connections, though building
     it per call still costs a dialect set-up. Neither is an engine built from the loop's item
     and disposed within the same iteration (one per database being migrated or inspected), one
@@ -72,9 +75,10 @@ class EnginePerCall(Rule):
     """
 
     code = "SES105"
+    preview = True
     name = "engine-per-call"
     message = "`{maker}()` runs {when}, building a new {what} each time"
-    hint = "Create it once at module level (or cache it) and reuse it"
+    hint = "Create it once at module level (or cache it) and reuse it; one per database must be dispose()d"
 
     def check(self, model: FileModel) -> Iterator[Report]:
         aliases = _maker_aliases(model)
@@ -208,7 +212,11 @@ def _disposed_per_configuration(call: cst.Call, loop: cst.CSTNode, stmt: Optiona
         return False
     if targets[0].value not in _disposed_names(loop.body):
         return False
-    per_item = bound_names(loop.target)
+    per_item = set(bound_names(loop.target))
+    for n in walk_scope(loop.body):  # names computed from the item (`db_url = url_for(db)`)
+        if isinstance(n, cst.Assign) and n.value is not call:
+            for t in n.targets:
+                per_item |= bound_names(t.target)
     return any(isinstance(n, cst.Name) and n.value in per_item for a in call.args for n in walk(a.value))
 
 

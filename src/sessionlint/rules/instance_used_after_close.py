@@ -58,6 +58,8 @@ class InstanceUsedAfterClose(Rule):
     ```
 
     ## Known problems
+    **Preview** until its precision is measured: 151 real packages gave no finding to judge
+    (the three found in SQLAlchemy's own tests were false and are fixed).
     Only `with` blocks are followed, and only instances bound to a plain name (`x = ...`,
     `x: T = ...`, `(x := ...)`) from a session method (`get`, `scalar`, `scalars(...).first()`,
     `query(...).one()`, awaited or not) or added with `add()`. The order of the commits, refreshes,
@@ -71,6 +73,7 @@ class InstanceUsedAfterClose(Rule):
     """
 
     code = "SES106"
+    preview = True
     name = "instance-used-after-close"
     message = "`{attribute}` is read after `{session}` was committed and closed: it is expired and detached"
     hint = "Read it inside the `with` block, `{session}.refresh()` it before closing, or set expire_on_commit=False"
