@@ -372,6 +372,11 @@ class ProjectIndex:
             return Value(Kind.INSTANCE, ref=func.ref)
         if kind is Kind.METHOD:
             return _method_result(func)
+        if kind is Kind.INSTANCE and func.ref:
+            # an object of a project class called like a factory: what its `__call__` returns
+            method = self.class_attribute(func.ref, "__call__", instance=True)
+            if method is not None and method.kind is not Kind.INSTANCE:
+                return self.call(method, args, scope)
         return None
 
     def _zope_extension(self, args: tuple, scope: Scope) -> bool:
