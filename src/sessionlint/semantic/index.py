@@ -442,6 +442,8 @@ class ProjectIndex:
                 return self.annotation(elements[0], scope, depth + 1)
             if head in ("typing.Union", "Union"):
                 return merge(self.annotation(e, scope, depth + 1) for e in elements)
+            if head in ANNOTATIONS:  # a generic SQLAlchemy class: `async_sessionmaker[AsyncSession]`
+                return ANNOTATIONS[head]
             return None
         origin = self._annotation_origin(ir, scope)
         if origin is None:
