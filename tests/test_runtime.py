@@ -527,3 +527,25 @@ def test_async_close_site_is_user_code_or_nothing() -> None:
     (warning,) = [w.message for w in caught if isinstance(w.message, SessionMisuseWarning)]
     assert warning.code == "SES106"
     assert all("asyncio" not in site.path for _, site in warning.finding.related)
+
+
+def test_listeners_linger_inert_while_other_threads_run(factory) -> None:
+    # removing SQLAlchemy listeners while another thread dispatches events breaks that thread
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        with watch():
+            listeners = list(HUB._patches._events)
+        assert not hasattr(Session.commit, "__wrapped__")  # the wrappers are gone at once
+        assert all(event.contains(target, name, fn) for target, name, fn in listeners)
+        assert codes(lambda: None) == []  # a new watch() wakes the same listeners
+        with factory() as session:  # inert: nothing is recorded, nothing breaks
+            session.execute(text("select 1"))
+            session.commit()
+    finally:
+        stop.set()
+        other.join()
+    with watch():
+        pass
+    assert not any(event.contains(target, name, fn) for target, name, fn in listeners)

@@ -6,9 +6,11 @@ wrapper is recorded with what it replaced, and ``uninstall`` restores exactly th
 """
 from __future__ import annotations
 
+import atexit
 import functools
 import sys
-from typing import Any, Callable, List, Tuple
+import threading
+from typing import Any, Callable, List, Optional, Tuple
 
 from sqlalchemy import event
 from sqlalchemy.exc import PendingRollbackError
@@ -28,6 +30,22 @@ USE_METHODS = ("execute", "scalar", "scalars", "get", "get_one", "flush", "commi
 END_METHODS = ("rollback",)
 CLOSE_METHODS = ("close", "invalidate", "reset")
 _MISSING = object()
+Listeners = List[Tuple[Any, str, Callable[..., Any]]]
+_LINGERING: Optional[Listeners] = None  # inert listeners an uninstall could not remove safely
+
+
+def remove_listeners(events: Listeners) -> None:
+    for target, name, fn in reversed(events):
+        if event.contains(target, name, fn):
+            event.remove(target, name, fn)
+
+
+@atexit.register
+def _remove_lingering() -> None:
+    global _LINGERING
+    if _LINGERING is not None:
+        events, _LINGERING = _LINGERING, None
+        remove_listeners(events)
 
 
 class Patches:
@@ -37,7 +55,6 @@ class Patches:
         self._events: List[Tuple[Any, str, Callable[..., Any]]] = []
 
     def install(self) -> None:
-        hub = self.hub
         self._wrap(Session, "__init__", self._init)
         self._wrap(AsyncSession, "__init__", self._async_init)
         for name in USE_METHODS:
@@ -52,7 +69,11 @@ class Patches:
             if hasattr(Session, name):
                 self._wrap(Session, name, self._close)
         self._wrap(DetachedInstanceError, "__init__", self._detached_init)
-
+        global _LINGERING
+        if _LINGERING is not None:  # listeners left in place by the last uninstall: wake them
+            self._events, _LINGERING = _LINGERING, None
+            return
+        hub = self.hub
         self._listen(Session, "after_begin", lambda session, tx, conn: hub.began(session))
         self._listen(Session, "after_commit", lambda session: hub.end_transaction(session))
         self._listen(Session, "after_rollback", lambda session: hub.end_transaction(session))
@@ -64,16 +85,26 @@ class Patches:
         self._listen(Pool, "detach", lambda dbapi, record: hub.returned(id(record), None, detached=True))
 
     def uninstall(self) -> None:
-        for target, name, fn in reversed(self._events):
-            event.remove(target, name, fn)
+        """Put back every wrapped attribute and remove the listeners.
+
+        SQLAlchemy's listener collections may not change while another thread dispatches an
+        event ("deque mutated during iteration" inside that thread's commit()), so when other
+        threads are running the listeners stay registered, inert, until the next install, an
+        uninstall with no other thread, or interpreter exit."""
+        global _LINGERING
         for cls, name, original in reversed(self._attrs):
             if original is _MISSING:
                 delattr(cls, name)
             else:
                 setattr(cls, name, original)
-        self._events.clear()
         self._attrs.clear()
+        events, self._events = self._events, []
+        if threading.active_count() > 1:
+            _LINGERING = events
+            return
+        remove_listeners(events)
 
+    # -- mechanics -------------------------------------------------------------------------
     # -- mechanics -------------------------------------------------------------------------
     def _wrap(self, cls: type, name: str, make: Callable[..., Any]) -> None:
         own = cls.__dict__.get(name, _MISSING)
@@ -84,8 +115,14 @@ class Patches:
         setattr(cls, name, wrapper)
 
     def _listen(self, target: Any, name: str, fn: Callable[..., Any]) -> None:
-        event.listen(target, name, fn)
-        self._events.append((target, name, fn))
+        hub = self.hub
+
+        def listener(*args: Any) -> Any:
+            if hub.recorders:  # inert while lingering after an uninstall
+                return fn(*args)
+            return None
+        event.listen(target, name, listener)
+        self._events.append((target, name, listener))
 
     # -- wrappers --------------------------------------------------------------------------
     def _init(self, original: Callable[..., Any]) -> Callable[..., Any]:
