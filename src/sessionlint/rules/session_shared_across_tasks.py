@@ -7,7 +7,7 @@ import libcst as cst
 from ..model import FileModel
 from ..rule import Report, Rule
 from ..semantic.facts import FunctionInfo
-from ..semantic.handoff import (GATHER_CALLS, TASK_CALLS, TASK_METHODS, awaited_in_loop, is_awaited,
+from ..semantic.handoff import (GATHER_CALLS, TASK_CALLS, TASK_METHODS, THREAD_CALLS, awaited_in_loop, is_awaited,
                                 nested_functions, origin, own_calls, parents, repeated_loop, session_names_in,
                                 task_group_block, used_after)
 from ..semantic.index import Scope
@@ -158,6 +158,8 @@ def _shared(awaitables: Iterator[tuple[cst.BaseExpression, bool]], model: FileMo
     for expr, many in awaitables:
         if _creates_task(expr, model, scope):
             continue  # judged where the task is created
+        if _in_thread(expr, model, scope):
+            continue  # `loop.run_in_executor(None, fn, session)`: threads, SES301's to report
         names = session_names_in(expr, model.index, scope, locals_)
         if many and names:
             return sorted(names)[0]  # `gather(*[refresh(session, o) for o in objs])`
@@ -166,6 +168,16 @@ def _shared(awaitables: Iterator[tuple[cst.BaseExpression, bool]], model: FileMo
             return sorted(both)[0]
         seen |= names
     return ""
+
+
+def _in_thread(expr: cst.BaseExpression, model: FileModel, scope: Scope) -> bool:
+    if isinstance(expr, _COMPREHENSIONS):
+        expr = expr.elt
+    if not isinstance(expr, cst.Call):
+        return False
+    func = expr.func
+    return origin(func, model.index, scope) in THREAD_CALLS or \
+        (isinstance(func, cst.Attribute) and func.attr.value == "run_in_executor")
 
 
 def _creates_task(expr: cst.BaseExpression, model: FileModel, scope: Scope) -> bool:
