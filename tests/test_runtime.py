@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator, List
@@ -198,13 +199,34 @@ def test_detached_instance_error_names_creation_and_close(factory) -> None:
 
 
 # -- SES301 / SES302 ------------------------------------------------------------------------
+SLOW_QUERY = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000) "
+              "SELECT count(*) FROM c")
+
+
 def test_session_shared_by_threads(factory) -> None:
     def shared() -> None:
+        # deterministic overlap: the worker is inside a slow query (sqlite3 releases the GIL)
+        # when this thread calls the session again
         with factory() as session:
             session.execute(text("select 1"))
-            with ThreadPoolExecutor(2) as pool:
-                list(pool.map(lambda _: session.execute(text("select 1")), range(4)))
-            session.execute(text("select 1"))
+            inside = threading.Event()
+
+            def slow() -> None:
+                inside.set()
+                try:
+                    session.execute(text(SLOW_QUERY))
+                except Exception:  # the driver may refuse the concurrent use too
+                    pass
+
+            worker = threading.Thread(target=slow)
+            worker.start()
+            inside.wait()
+            time.sleep(0.05)
+            try:
+                session.execute(text("select 1"))
+            except Exception:
+                pass
+            worker.join()
 
     def own() -> None:
         def work(_: int) -> None:
