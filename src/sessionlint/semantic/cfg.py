@@ -65,6 +65,9 @@ def may_raise(node: cst.CSTNode) -> bool:
     stack: list[cst.CSTNode] = [node]
     while stack:
         n = stack.pop()
+        if isinstance(n, cst.Call) and _logging_call(n):
+            stack.extend(a.value for a in n.args)  # logging swallows its own errors; the arguments may not
+            continue
         if isinstance(n, (cst.Call, cst.Await, cst.Yield, cst.Raise, cst.Assert)):
             return True
         if isinstance(n, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
@@ -74,6 +77,21 @@ def may_raise(node: cst.CSTNode) -> bool:
             continue
         stack.extend(children(n))
     return False
+
+
+_LOG_METHODS = frozenset({"debug", "info", "warning", "warn", "error", "exception", "critical", "log"})
+_LOGGERS = frozenset({"logger", "log", "logging", "LOGGER", "LOG", "_logger", "_log"})
+
+
+def _logging_call(call: cst.Call) -> bool:
+    """`logger.info(...)`: the logging module reports handler errors itself instead of raising."""
+    func = call.func
+    if not isinstance(func, cst.Attribute) or func.attr.value not in _LOG_METHODS:
+        return False
+    base = func.value
+    if isinstance(base, cst.Attribute):  # `self.logger.info`, `self.log.debug`
+        base = base.attr
+    return isinstance(base, cst.Name) and base.value in _LOGGERS
 
 
 class _Builder:

@@ -240,12 +240,35 @@ def deliberate_per_iteration(loop: Loop, context: Context, key: str, info: Funct
             return True  # `with click.progressbar(items) as bar: for item in bar:`
         if _external_effect_per_item(loop, key, index, scope):
             return True
+    # a heartbeat or poller: the loop sleeps each time round, so each tick must be durable
+    if any(isinstance(n, cst.Call) and (dotted(n.func) or "").rpartition(".")[2] in _SLEEPS
+           for n in walk_scope(body)):
+        return True
+    # batching by nested loop: an inner loop adds a batch, the outer one commits it
+    if _commit_after_inner_loop(body, context):
+        return True
     # a fresh session each time round: `close()` / registry `remove()` inside the loop
     for n in walk_scope(body):
         if isinstance(n, cst.Call) and isinstance(n.func, cst.Attribute) and \
                 n.func.attr.value in ("close", "remove") and receiver_key(n.func.value) == key:
             return True
     return _joined_to_outside_connection(info, key)
+
+
+_SLEEPS = frozenset({"sleep", "wait_for_event"})
+
+
+def _commit_after_inner_loop(body: cst.CSTNode, context: Context) -> bool:
+    """The statement that commits follows an inner loop in the same iteration's body."""
+    statements = getattr(body, "body", ())
+    stmt = context.statement
+    seen_loop = False
+    for st in statements:
+        if isinstance(st, (cst.For, cst.While)):
+            seen_loop = True
+        elif seen_loop and stmt is not None and any(n is stmt for n in walk(st)):
+            return True
+    return False
 
 
 def _progress_bar(info: FunctionInfo, name: str, index: ProjectIndex, scope: Scope) -> bool:
