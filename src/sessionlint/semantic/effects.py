@@ -27,7 +27,12 @@ _HANDOFF_CALLS = frozenset({"threading.Thread", "threading.Timer", "multiprocess
 _HANDOFF_METHODS = frozenset({"submit", "run_in_executor", "apply_async", "start_soon", "create_task",
                               "call_soon", "call_soon_threadsafe", "call_later"})
 # Reading these says nothing happened in the database.
-_INERT_ATTRIBUTES = frozenset({"is_active", "in_transaction", "info", "bind", "closed", "invalidated"})
+_INERT_ATTRIBUTES = frozenset({"is_active", "in_transaction", "info", "bind", "closed", "invalidated",
+                               # the unit of work's bookkeeping: none of these runs SQL or takes a
+                               # connection (a flush, a query or a commit does)
+                               "add", "add_all", "expunge", "expunge_all", "new", "dirty", "deleted",
+                               "identity_map", "is_modified", "expire", "expire_all", "get_bind",
+                               "in_nested_transaction", "enable_relationship_loading"})
 
 
 @dataclass
