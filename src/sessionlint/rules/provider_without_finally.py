@@ -1,9 +1,14 @@
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Optional
+
+import libcst as cst
 
 from ..model import FileModel
 from ..rule import Report, Rule
+from ..semantic.facts import FunctionInfo
+from ..semantic.transactions import only_parameter_reaches
+from ..semantic.walk import walk, walk_scope
 
 
 class ProviderWithoutFinally(Rule):
@@ -64,6 +69,21 @@ class ProviderWithoutFinally(Rule):
 
     def check(self, model: FileModel) -> Iterator[Report]:
         for info, life in model.lifecycles():
+            params = set(info.summary.params)
             for y in life.yields:
-                if not y.protected:
-                    yield Report(y.node, {"receiver": y.receiver}, info.node)
+                if y.protected:
+                    continue
+                if y.receiver in params and only_parameter_reaches(
+                        model.graph_index(info), y.receiver, _statement_of(info, y.node)):
+                    continue  # `if session: yield session`: the caller's own session, handed back
+                yield Report(y.node, {"receiver": y.receiver}, info.node)
+
+
+def _statement_of(info: FunctionInfo, node: cst.CSTNode) -> Optional[cst.CSTNode]:
+    """The small statement (the flow graph's unit) that contains `node`."""
+    for n in walk_scope(info.node.body):
+        if isinstance(n, cst.SimpleStatementLine):
+            for small in n.body:
+                if any(inner is node for inner in walk(small)):
+                    return small
+    return None

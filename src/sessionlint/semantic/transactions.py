@@ -417,6 +417,21 @@ def parameter_reaches(gi: GraphIndex, name: str, statement: Optional[cst.CSTNode
     return bool(reached & targets)
 
 
+def only_parameter_reaches(gi: GraphIndex, name: str, statement: Optional[cst.CSTNode]) -> bool:
+    """Does only the value the parameter `name` came in with reach `statement`, none that the
+    function assigned to it (`if session: yield session` before `session = factory()`)?"""
+    targets = set(gi.nodes(statement))
+    if not targets or not parameter_reaches(gi, name, statement):
+        return False
+    defs = [n.id for n in gi.graph.nodes if n.id not in targets and
+            any(_rebinds(part, name) for part in node_parts(n))]
+
+    def rebinds(n: flow.Node) -> bool:
+        return n.id not in targets and any(_rebinds(part, name) for part in node_parts(n))
+
+    return not (gi.reach(defs, rebinds, exceptional=True) & targets)
+
+
 def failed_session_survives(gi: GraphIndex, handler: cst.CSTNode, key: str, own: object,
                             index: ProjectIndex, scope: Scope) -> bool:
     """After the handler: is the session used again, or handed back to the caller?"""
