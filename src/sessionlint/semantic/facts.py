@@ -64,6 +64,8 @@ class FunctionSummary:
     # parameters the function runs SQL on (a flush, a query): a failure there can leave them failed
     queries_params: set[str] = field(default_factory=set)
     ends_in_raise: bool = False  # the body's last statement raises: calling it never returns
+    # the whole body is one `try` whose broad handler never re-raises: no error gets out
+    contains_errors: bool = False
     # (callee, first argument name) of every `register(x, ...)`-like call: zope.sqlalchemy
     register_calls: list[tuple[str, str]] = field(default_factory=list)
     local_imports: dict[str, str] = field(default_factory=dict)
@@ -124,6 +126,26 @@ class FunctionInfo:
     argument_calls: list[tuple[cst.Call, cst.BaseExpression]] = field(default_factory=list)
 
 
+_BROAD = frozenset({"Exception", "BaseException", "builtins.Exception", "builtins.BaseException"})
+
+
+def _contains_errors(body: Sequence[cst.BaseStatement]) -> bool:
+    """`try: ... except Exception: return False` as the whole body (after a docstring)."""
+    statements = list(body)
+    if statements and isinstance(statements[0], cst.SimpleStatementLine) and \
+            isinstance(statements[0].body[0], cst.Expr) and isinstance(statements[0].body[0].value, cst.SimpleString):
+        statements = statements[1:]
+    if len(statements) != 1 or not isinstance(statements[0], cst.Try):
+        return False
+    tr = statements[0]
+    if tr.finalbody is not None or tr.orelse is not None:
+        return False
+    broad = [h for h in tr.handlers if h.type is None or dotted(h.type) in _BROAD]
+    if not broad:
+        return False
+    return not any(isinstance(n, cst.Raise) for h in broad for n in walk(h.body))
+
+
 def resolve_relative(package: str, level: int, module: Optional[str]) -> str:
     base = package.split(".") if package else []
     if level > 1:
@@ -172,6 +194,7 @@ class FactsCollector(FastVisitor):
         body = node.body.body if isinstance(node.body, cst.IndentedBlock) else []
         last = body[-1] if body else None
         fs.ends_in_raise = isinstance(last, cst.SimpleStatementLine) and isinstance(last.body[-1], cst.Raise)
+        fs.contains_errors = _contains_errors(body)
         fs.decorators = [dotted(d.decorator.func if isinstance(d.decorator, cst.Call) else d.decorator) or ""
                          for d in node.decorators]
         params = node.params

@@ -129,7 +129,8 @@ def collect_operations(info: FunctionInfo, index: ProjectIndex, scope: Scope) ->
                 out.helpers.append(HelperCall(call, summary.qualname, receiver_key(arg.value), av, ctx,
                                               pname in summary.commits_params,
                                               pname in summary.rollbacks_params,
-                                              pname in summary.queries_params))
+                                              # a helper that catches everything lets no query error out
+                                              pname in summary.queries_params and not summary.contains_errors))
 
     def visit(node: cst.CSTNode, ctx: Context) -> None:
         if isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda)) and node is not info.node:
