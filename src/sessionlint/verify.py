@@ -157,14 +157,14 @@ def render_text(result: Verification, cwd: Optional[str] = None) -> str:
         out.append(f"{f.path}:{f.line}:{f.column}: {f.code} {f.message} [{verdict.status}]")
         for r in verdict.runtime:
             test = f" (in {r.test})" if r.test else ""
-            out.append(f"    runtime: {_display(r.site, cwd)}:{r.site.line}: {r.message}{test}")
+            out.append(f"    runtime: {display_path(r.site.path, cwd)}:{r.site.line}: {r.message}{test}")
         if verdict.detail and not verdict.runtime:
             out.append(f"    {verdict.detail}")
     for r in result.runtime_only:
         test = f" (in {r.test})" if r.test else ""
-        out.append(f"{_display(r.site, cwd)}:{r.site.line}:1: {r.code} {r.message} [runtime-only]{test}")
+        out.append(f"{display_path(r.site.path, cwd)}:{r.site.line}:1: {r.code} {r.message} [runtime-only]{test}")
         for role, site in r.related:
-            out.append(f"    {role}: {_display(site, cwd)}:{site.line}")
+            out.append(f"    {role}: {display_path(site.path, cwd)}:{site.line}")
     return "".join(line + "\n" for line in out)
 
 
@@ -178,12 +178,8 @@ def summary(result: Verification) -> str:
 def as_dict(result: Verification, cwd: Optional[str] = None) -> Dict[str, Any]:
     def rel(r: RuntimeFinding) -> Dict[str, Any]:
         data = r.as_dict()
-        data["path"] = _display(r.site, cwd)
+        data["path"] = display_path(r.site.path, cwd)
         return {**data, "status": "runtime-only"}
     return {"findings": [v.as_dict() for v in result.verdicts],
             "runtime_only": [rel(r) for r in result.runtime_only],
             "summary": result.counts()}
-
-
-def _display(site: Site, cwd: Optional[str]) -> str:
-    return display_path(site.path, cwd)

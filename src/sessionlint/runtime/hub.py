@@ -7,6 +7,7 @@ per-code-object caches) only where a site must be named.
 from __future__ import annotations
 
 import contextvars
+import os
 import sys
 import threading
 import weakref
@@ -226,10 +227,7 @@ class Hub:
             # made on demand by a scoped_session registry: it lives as long as the registry's
             # owner (an app context, a fixture), so it is checked when the outermost scope ends
             scope = self.root
-        user = attributor.user_frame(frame) if attributor is not None else None
-        # A Session subclass's own __init__ is not where the session was made: its caller is.
-        while user is not None and user.f_code.co_name == "__init__" and user.f_locals.get("self") is session:
-            user = attributor.user_frame(user.f_back)  # type: ignore[union-attr]
+        user = attributor.caller_of(frame, session, "__init__") if attributor is not None else None
         if user is not None:
             site = attributor.site(user)  # type: ignore[union-attr]
         rec = SessionRecord(session, site, scope if site is not None else None)
@@ -339,10 +337,7 @@ class Hub:
         attributor = self.attributor
         if attributor is None:
             return
-        user = attributor.user_frame(frame)
-        # an application's Session subclass overriding commit(): count its caller's line
-        while user is not None and user.f_code.co_name == "commit" and user.f_locals.get("self") is session:
-            user = attributor.user_frame(user.f_back)
+        user = attributor.caller_of(frame, session, "commit")
         if user is None:
             return
         pending = _pending(session)
@@ -467,7 +462,7 @@ def _pending(session: Any) -> int:
 # more pending objects than this in one commit is a batch, not an iteration's worth
 BATCH_SIZE = 10
 
-_SCOPING_FILE = "/orm/scoping.py".replace("/", __import__("os").sep)
-_SESSION_FILE = "/orm/session.py".replace("/", __import__("os").sep)
+_SCOPING_FILE = os.sep + os.path.join("orm", "scoping.py")
+_SESSION_FILE = os.sep + os.path.join("orm", "session.py")
 
 HUB = Hub()

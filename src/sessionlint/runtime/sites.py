@@ -106,10 +106,13 @@ class Attributor:
             self._span[code] = span
         return Site(span[0], frame.f_lineno, span[1], span[2], span[3])
 
-    def here(self, depth: int = 1) -> Optional[Site]:
-        """The Site of the user code that (indirectly) called the caller of this method."""
-        frame = self.user_frame(sys._getframe(depth))
-        return self.site(frame) if frame is not None else None
+    def caller_of(self, frame: Optional[FrameType], obj: object, method: str) -> Optional[FrameType]:
+        """The first user frame above ``frame`` that is not ``obj``'s own ``method``: an
+        application's subclass overriding ``__init__`` or ``commit()`` is not where it was called."""
+        user = self.user_frame(frame)
+        while user is not None and user.f_code.co_name == method and user.f_locals.get("self") is obj:
+            user = self.user_frame(user.f_back)
+        return user
 
     def on_stack(self, frame: Optional[FrameType], filename_part: str) -> bool:
         """Whether a frame from a file whose path contains ``filename_part`` is on the stack."""
